@@ -1,0 +1,39 @@
+# The front door: every entry point of cutout. CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# This machine's pip takes the CPU wheel of torch 2.13.0 from disk; on a GPU host the
+# same spec takes PyPI's CUDA build, or set TORCH_SPEC to the build you want.
+TORCH_SPEC ?= torch==2.13.0
+export CUTOUT_HOME ?= $(HOME)/.cache/cutout
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install weights run test lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test,convert,lint,heic]"
+	touch $@
+
+install: $(STAMP)
+
+weights: install
+	$(VENV)/bin/cutout weights
+
+# Until the service lands, `make run` cuts out the bundled sample photos.
+run: weights
+	$(VENV)/bin/cutout batch tests/data -o out/samples
+	@echo "cutouts and manifest.json in out/samples/"
+
+test: weights
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: weights
+	$(PY) -m bench.batch_speed
+
+clean:
+	rm -rf $(VENV) out build *.egg-info
