@@ -1,0 +1,109 @@
+"""U²-Net-P (Qin et al., 2020), the 1.1M-parameter U²-Net, for salient-object matting.
+
+Written from the paper's reference code with batch-norm folded away: the
+published ONNX export (rembg's u2netp.onnx) has every RSU conv as a Conv with
+bias followed by ReLU, so each block here is exactly that and the state dict
+maps 1:1 onto the export's initializers.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvReLU(nn.Module):
+    """The reference REBNCONV with its batch-norm folded into the conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1):
+        super().__init__()
+        # Attribute name kept from the reference code so keys read the same.
+        self.conv_s1 = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv_s1(x))
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    # ceil_mode keeps odd sizes (320 -> 160 -> 80 -> 40 -> 20 -> 10 -> 5 -> 3).
+    return F.max_pool2d(x, 2, stride=2, ceil_mode=True)
+
+
+def _upsample_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # align_corners=False is the export's "pytorch_half_pixel" Resize.
+    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+class RSU(nn.Module):
+    """Residual U-block of `height` levels (RSU-7 ... RSU-4), or RSU-4F when `dilated`.
+
+    RSU-L pools between levels and uses one dilated conv at the bottom; RSU-4F
+    keeps the resolution and grows dilation 1, 2, 4, 8 instead. Modules are
+    registered in execution order, which the ONNX conversion relies on.
+    """
+
+    def __init__(self, height: int, in_ch: int, mid_ch: int, out_ch: int, dilated: bool = False):
+        super().__init__()
+        self.height, self.dilated = height, dilated
+        self.rebnconvin = ConvReLU(in_ch, out_ch)
+        for i in range(1, height + 1):
+            dilation = 2 ** (i - 1) if dilated else (2 if i == height else 1)
+            setattr(self, f"rebnconv{i}", ConvReLU(out_ch if i == 1 else mid_ch, mid_ch, dilation))
+        for i in range(height - 1, 0, -1):
+            dilation = 2 ** (i - 1) if dilated else 1
+            setattr(self, f"rebnconv{i}d", ConvReLU(2 * mid_ch, out_ch if i == 1 else mid_ch, dilation))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hxin = self.rebnconvin(x)
+        skips, hx = [], hxin
+        for i in range(1, self.height):
+            hx = getattr(self, f"rebnconv{i}")(hx)
+            skips.append(hx)
+            if not self.dilated and i < self.height - 1:
+                hx = _pool(hx)
+        hx = getattr(self, f"rebnconv{self.height}")(skips[-1])
+        for i in range(self.height - 1, 0, -1):
+            hx = getattr(self, f"rebnconv{i}d")(torch.cat((hx, skips[i - 1]), 1))
+            if not self.dilated and i > 1:
+                hx = _upsample_like(hx, skips[i - 2])
+        return hx + hxin
+
+
+class U2NETP(nn.Module):
+    """Returns the fused saliency map sigmoid(d0), N×1×H×W; side outputs are training aids."""
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 1):
+        super().__init__()
+        self.stage1 = RSU(7, in_ch, 16, 64)
+        self.stage2 = RSU(6, 64, 16, 64)
+        self.stage3 = RSU(5, 64, 16, 64)
+        self.stage4 = RSU(4, 64, 16, 64)
+        self.stage5 = RSU(4, 64, 16, 64, dilated=True)
+        self.stage6 = RSU(4, 64, 16, 64, dilated=True)
+        self.stage5d = RSU(4, 128, 16, 64, dilated=True)
+        self.stage4d = RSU(4, 128, 16, 64)
+        self.stage3d = RSU(5, 128, 16, 64)
+        self.stage2d = RSU(6, 128, 16, 64)
+        self.stage1d = RSU(7, 128, 16, 64)
+        for i in range(1, 7):
+            setattr(self, f"side{i}", nn.Conv2d(64, out_ch, 3, padding=1))
+        self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoder = [self.stage1, self.stage2, self.stage3, self.stage4, self.stage5, self.stage6]
+        skips, hx = [], x
+        for depth, stage in enumerate(encoder):
+            hx = stage(hx)
+            skips.append(hx)
+            if depth < len(encoder) - 1:
+                hx = _pool(hx)
+        decoded = [skips[-1]]  # hx6, then hx5d ... hx1d
+        for stage, skip in zip(
+            [self.stage5d, self.stage4d, self.stage3d, self.stage2d, self.stage1d],
+            reversed(skips[:-1]),
+        ):
+            decoded.append(stage(torch.cat((_upsample_like(decoded[-1], skip), skip), 1)))
+        hx1d = decoded[-1]
+        sides = [self.side1(hx1d)]
+        for i, hx in zip(range(2, 7), reversed(decoded[:-1])):
+            sides.append(_upsample_like(getattr(self, f"side{i}")(hx), sides[0]))
+        return torch.sigmoid(self.outconv(torch.cat(sides, 1)))

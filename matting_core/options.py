@@ -1,0 +1,66 @@
+"""Postprocessing, compositing and encoding options, and the WebUI presets."""
+
+from dataclasses import dataclass, replace
+
+from matting_core.compose import parse_color
+
+FORMATS = ("png", "jpg", "webp")
+
+
+@dataclass(frozen=True)
+class Options:
+    format: str = "png"  # png | jpg | webp
+    bg_color: str | None = None  # "#rrggbb", "#rrggbbaa" or a CSS colour name
+    alpha_threshold: int = 10  # 0-255: alpha below it becomes 0
+    erode_kernel: int = 1  # px; 0 turns erosion off
+    feather_edge: bool = True
+    feather_radius: int = 2  # px
+    refine: bool = True  # guided-filter edge refinement at full resolution
+    despill: bool = False  # remove background colour from the edge
+    mask: bool = False  # write the alpha alone as a grey PNG
+    quality: int | None = None  # jpg/webp quality; None = jpg 92, webp lossless
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if not 0 <= self.alpha_threshold <= 255:
+            raise ValueError(f"alpha_threshold {self.alpha_threshold} must be within 0-255")
+        if not 0 <= self.erode_kernel <= 50:
+            raise ValueError(f"erode_kernel {self.erode_kernel} must be within 0-50 px")
+        if not 0 <= self.feather_radius <= 50:
+            raise ValueError(f"feather_radius {self.feather_radius} must be within 0-50 px")
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise ValueError(f"quality {self.quality} must be within 1-100")
+        if self.bg_color is not None:
+            rgba = parse_color(self.bg_color)  # raises ValueError naming the accepted forms
+            if self.format == "jpg" and rgba[3] < 255 and not self.mask:
+                raise ValueError(f"bg_color {self.bg_color!r} is translucent but jpg has no "
+                                 "transparency; use an opaque colour, or png/webp")
+
+    @property
+    def extension(self) -> str:
+        return "png" if self.mask else self.format
+
+
+# The original WebUI's presets; explicit options given with a preset win.
+PRESETS: dict[str, dict] = {
+    "id-photo": {"alpha_threshold": 15, "erode_kernel": 2, "format": "jpg", "bg_color": "#ffffff"},
+    "ecommerce": {"feather_edge": True, "format": "png"},
+    "avatar": {"alpha_threshold": 8, "erode_kernel": 1},
+}
+
+# Every postprocessing step off, so the model's own alpha can be checked.
+RAW = {"alpha_threshold": 0, "erode_kernel": 0, "feather_edge": False, "refine": False}
+
+
+def resolve_options(preset: str | None = None, raw: bool = False, **overrides) -> Options:
+    """Options from a preset, then `raw`, then explicit overrides (None means unset)."""
+    values: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    if raw:
+        values.update(RAW)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(Options(), **values)

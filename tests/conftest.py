@@ -1,0 +1,27 @@
+"""Fixtures shared by every tier. The weights come from `make weights` (CUTOUT_HOME)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from matting_core.model import get_model
+
+DATA = Path(__file__).parent / "data"
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image samples, see data/SOURCES.md
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The real U²-Net-P on the CPU, loaded once for the whole run."""
+    return get_model("u2netp", device="cpu").load()
+
+
+@pytest.fixture(scope="session")
+def photo_bytes():
+    return {name: (DATA / f"{name}.jpg").read_bytes() for name in PHOTOS}
+
+
+def rgb_of(name: str) -> np.ndarray:
+    return np.asarray(Image.open(DATA / f"{name}.jpg").convert("RGB"))
