@@ -1,0 +1,168 @@
+"""Postprocessing stage: the model's low-res alpha -> a full-resolution float32 alpha in [0, 1].
+
+Every function is pure: it returns a new array (or its input unchanged for a no-op setting)
+and never writes into its arguments.
+"""
+
+import cv2
+import numpy as np
+
+from matting_core.options import Options
+
+# U2-Net-P predicts at 320x320, so one model pixel spans about max(H, W) / 320 image pixels
+# and the upsampled edge is blurred over roughly two of them.
+_MODEL_SIDE = 320
+
+
+def upsample(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize alpha to `size` (width, height); bilinear, because the model's alpha is smooth
+    and anything sharper (cubic) overshoots outside [0, 1] at edges."""
+    out = cv2.resize(alpha.astype(np.float32, copy=False), size, interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def default_refine_radius(shape: tuple[int, ...]) -> int:
+    """Guided-filter window radius: the width of the blurred band an upsampled 320-px alpha
+    has (two model pixels), so the window reaches from the blurry edge to the real one.
+    1920x1080 -> 12 px; never below 2 so small images are still filtered."""
+    return max(2, round(2 * max(shape[:2]) / _MODEL_SIDE))
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def _guided_coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """Per-pixel linear model p ~ a . I + b (He et al., colour guide) -> hxwx4 of (a0, a1, a2, b)
+    averaged over each window. The 3x3 covariance is inverted in closed form (adjugate):
+    ~10x faster than a batched np.linalg.solve."""
+    i0, i1, i2 = guide[..., 0], guide[..., 1], guide[..., 2]
+    # One box-filter call over all 13 products instead of 13 calls.
+    products = [i0, i1, i2, p, i0 * i0, i0 * i1, i0 * i2, i1 * i1, i1 * i2, i2 * i2]
+    m = _box(np.dstack(products + [i0 * p, i1 * p, i2 * p]), r)
+    m0, m1, m2, mp = m[..., 0], m[..., 1], m[..., 2], m[..., 3]
+    v00, v01, v02 = m[..., 4] - m0 * m0 + eps, m[..., 5] - m0 * m1, m[..., 6] - m0 * m2
+    v11, v12, v22 = m[..., 7] - m1 * m1 + eps, m[..., 8] - m1 * m2, m[..., 9] - m2 * m2 + eps
+    c0, c1, c2 = m[..., 10] - m0 * mp, m[..., 11] - m1 * mp, m[..., 12] - m2 * mp
+    j00, j01, j02 = v11 * v22 - v12 * v12, v02 * v12 - v01 * v22, v01 * v12 - v02 * v11
+    j11, j12, j22 = v00 * v22 - v02 * v02, v01 * v02 - v00 * v12, v00 * v11 - v01 * v01
+    inv_det = 1.0 / (v00 * j00 + v01 * j01 + v02 * j02)
+    a0 = (j00 * c0 + j01 * c1 + j02 * c2) * inv_det
+    a1 = (j01 * c0 + j11 * c1 + j12 * c2) * inv_det
+    a2 = (j02 * c0 + j12 * c1 + j22 * c2) * inv_det
+    b = mp - a0 * m0 - a1 * m1 - a2 * m2
+    return _box(np.dstack([a0, a1, a2, b]), r)
+
+
+def refine(
+    alpha: np.ndarray, rgb: np.ndarray, radius: int | None = None, eps: float = 1e-4
+) -> np.ndarray:
+    """Snap an upsampled alpha to the image's own edges with a fast guided filter
+    (He & Sun 2015): coefficients at 1/s resolution, applied at full resolution.
+
+    The guide is colour, not grey: a grey guide cannot see an edge between two colours of
+    equal luminance (a red coat on green grass), and colour still runs in ~50 ms at 1920x1080
+    on one core (grey: ~25 ms). `eps` is on a 0-1 intensity scale: 1e-4 (a std of ~2.5 grey
+    levels) keeps the filter edge-following rather than smoothing."""
+    h, w = alpha.shape
+    r = default_refine_radius(alpha.shape) if radius is None else radius
+    s = max(1, r // 2)  # low-res radius 2, as the paper's r=8, s=4; q still uses full-res edges
+    small = (max(1, round(w / s)), max(1, round(h / s)))
+    guide = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    p = cv2.resize(alpha.astype(np.float32, copy=False), small, interpolation=cv2.INTER_AREA)
+    coef = _guided_coefficients(guide, p, max(1, round(r / s)), eps)
+    coef[..., :3] *= np.float32(1 / 255)  # so a multiplies the uint8 image directly
+    # Contiguous planes and cv2 arithmetic: a third faster than numpy on strided channels.
+    a0, a1, a2, q = (cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cv2.split(coef))
+    for a, channel in zip((a0, a1, a2), cv2.split(rgb), strict=True):
+        q = cv2.add(q, cv2.multiply(a, channel, dtype=cv2.CV_32F))
+    return np.clip(q, 0.0, 1.0, out=q)
+
+
+def threshold(alpha: np.ndarray, level: int) -> np.ndarray:
+    """Zero alpha whose 8-bit value would be below `level` (0 = off): removes the faint haze
+    the model leaves over background."""
+    if level <= 0:
+        return alpha
+    return np.where(alpha * 255 < level, np.float32(0), alpha).astype(np.float32, copy=False)
+
+
+def erode(alpha: np.ndarray, kernel_px: int) -> np.ndarray:
+    """Grey erosion that moves the foreground edge `kernel_px` pixels inward (0 = off).
+
+    The ellipse is 2*kernel_px+1 across, centred on the pixel: an even-sized kernel would
+    shift the edge one way, and a size-1 kernel (the default setting) would do nothing."""
+    if kernel_px <= 0:
+        return alpha
+    size = 2 * kernel_px + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return cv2.erode(alpha, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def feather(alpha: np.ndarray, radius_px: int) -> np.ndarray:
+    """Soften the edge with a Gaussian of sigma = radius/3 (0 = off).
+
+    At 3 sigma the tail is below half an 8-bit step, so the visible softening reaches
+    `radius_px` either side of the edge; pixels further inside than that stay 1 and pixels
+    further out stay 0, because the kernel sums to one."""
+    if radius_px <= 0:
+        return alpha
+    size = 2 * radius_px + 1
+    out = cv2.GaussianBlur(alpha, (size, size), radius_px / 3, borderType=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _background_colour(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Local background colour B (HxWx3 float32) by normalized convolution over pixels with
+    alpha ~ 0, computed at low resolution (~8 ms at 1920x1080) and upsampled."""
+    h, w = alpha.shape
+    reach = max(8, max(h, w) // 64)  # px; 30 at 1920: wider than any soft band we produce
+    s = max(1, reach // 4)
+    small = (max(1, round(w / s)), max(1, round(h / s)))
+    colour = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    a = cv2.resize(alpha, small, interpolation=cv2.INTER_AREA)
+    # The 16th power leaves mixed edge pixels (whose colour still holds foreground) almost no
+    # weight: a=0.1 counts 0.19, a=0.2 0.03, a=0.5 2e-5. Against the 8th power it halved the
+    # composite error on the tests' red-on-green-and-blue scene; the 32nd gained little more.
+    weight = (1.0 - a) ** 16
+    k = max(1, round(reach / s))
+    num = _box(colour * weight[..., None], k)
+    den = _box(weight, k)
+    # Where no background lies within reach, fall back to the whole image's background
+    # colour: the prior (1e-4 of one full-weight pixel) only matters when den ~ 0.
+    total = float(weight.sum())
+    prior = (colour * weight[..., None]).sum((0, 1)) / total if total > 0 else colour.mean((0, 1))
+    prior_w = np.float32(1e-4)
+    bg = (num + prior_w * prior.astype(np.float32)) / (den + prior_w)[..., None]
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def despill(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Remove the background's colour from edge pixels: solve I = a*F + (1-a)*B for F.
+
+    Only pixels with 0 < a < 1 change; a = 1 gives F = I by the same formula. Dividing by a
+    magnifies an error in B by (1-a)/a in F, but any composite multiplies F by a again, so
+    what shows is (1-a) times B's error, never more. The clamp at a >= 0.05 only keeps F of
+    nearly invisible pixels from saturating. ~40 ms at 1920x1080 on one core."""
+    a = alpha.astype(np.float32, copy=False)
+    edge = (a > 0) & (a < 1)
+    if not edge.any():
+        return rgb.copy()
+    bg = _background_colour(rgb, a)[edge]
+    ae = a[edge][:, None]
+    fg = (rgb[edge].astype(np.float32) - (1.0 - ae) * bg) / np.maximum(ae, 0.05)
+    out = rgb.copy()
+    out[edge] = np.clip(fg + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def postprocess(alpha_small: np.ndarray, rgb: np.ndarray, opts: Options) -> np.ndarray:
+    """upsample -> refine -> threshold -> erode -> feather, each step only if enabled."""
+    alpha = upsample(alpha_small, (rgb.shape[1], rgb.shape[0]))
+    if opts.refine:
+        alpha = refine(alpha, rgb)
+    alpha = threshold(alpha, opts.alpha_threshold)
+    alpha = erode(alpha, opts.erode_kernel)
+    if opts.feather_edge:
+        alpha = feather(alpha, opts.feather_radius)
+    return alpha
