@@ -1,0 +1,1 @@
+"""The `cutout` command line: batch and single-image cutouts in process, and weight fetching."""
