@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from cutout_cli import batch as batch_mod
@@ -13,7 +14,7 @@ from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
 from matting_core.errors import CutoutError, DeviceUnavailableError
-from matting_core.model import DEVICES, get_model
+from matting_core.model import DEVICES, PRECISIONS, get_model
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
 from matting_core.registry import get_spec, model_names
 from matting_core.weights import cutout_home, fetch
@@ -42,9 +43,14 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("runtime")
     r.add_argument("--model", default="u2netp", choices=model_names())
     r.add_argument("--device", default=os.environ.get("CUTOUT_DEVICE", "auto"), help=f"{'|'.join(DEVICES)}|cuda:N")
+    r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
+                   help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
     r.add_argument("--batch-size", type=int, help="images per model call (default 1 on CPU, 8 on CUDA)")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="decode/encode threads")
-    r.add_argument("--max-pixels", type=int, default=int(os.environ.get("CUTOUT_MAX_PIXELS", decode.DEFAULT_MAX_PIXELS)))
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                   help="images in flight at once, each on its own thread (default: one per core)")
+    r.add_argument("--max-pixels", type=int,
+                   default=int(os.environ.get("CUTOUT_MAX_PIXELS", decode.DEFAULT_MAX_PIXELS)),
+                   help="refuse images with more pixels than this (default 50,000,000)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -87,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         _format_from_suffix(args)
     try:
         opts = _options(args)
-        model = get_model(args.model, device=args.device).load()
+        model = get_model(args.model, device=args.device, precision=args.precision).load()
         sources = gather(args.inputs if args.command == "batch" else [args.input])
     except (ValueError, InputError, CutoutError, DeviceUnavailableError) as err:
         parser.exit(2, f"cutout: error: {err}\n")
     cfg = batch_mod.BatchConfig(args.batch_size or DEFAULT_BATCH[model.device.type], max(1, args.workers),
                                 args.max_pixels)
+    torch.set_num_threads(batch_mod.torch_threads(model.device.type, os.cpu_count() or 1, cfg.workers))
     if args.command == "remove":
         return _remove_one(sources[0], model, opts, args.output, cfg)
     start = time.perf_counter()

@@ -4,12 +4,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from matting_core.errors import DeviceUnavailableError
 from matting_core.registry import ModelSpec, get_spec
 from matting_core.weights import cutout_home, load_state_dict
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -27,22 +30,60 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    `auto`: fp16 on CUDA; bf16 on a CPU with AMX tiles, where it runs the model in ~0.6x the
+    time of fp32 (measured on the 2-core Sapphire Rapids box); fp32 anywhere else, where
+    bf16 would be emulated and slower.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if getattr(torch.cpu, "_is_amx_tile_supported", bool)() else None
+
+
+class _Fp32(nn.Module):
+    """Runs the wrapped module with autocast off, for layers that lose too much in 16 bits."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.inner(x.float())
+
+
 class MattingModel:
     """One model on one device. `load()` is idempotent; `predict()` takes preprocessed batches."""
 
     def __init__(self, spec: ModelSpec, device: str = "auto", home: Path | None = None,
-                 state_dict: dict[str, torch.Tensor] | None = None):
+                 state_dict: dict[str, torch.Tensor] | None = None, precision: str = "auto"):
         self.spec = spec
         self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
         self._home = home
         self._state_dict = state_dict  # injectable so tests can run without the cache
         self._net: torch.nn.Module | None = None
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in _DTYPES.items() if dtype == self.dtype)
 
     def load(self) -> "MattingModel":
         if self._net is None:
             state = self._state_dict or load_state_dict(self.spec, self._home or cutout_home())
             net = self.spec.build()
             net.load_state_dict(state, strict=True)
+            if self.dtype is not None:
+                for name in self.spec.fp32_modules:
+                    parent, _, child = name.rpartition(".")
+                    holder = net.get_submodule(parent)
+                    setattr(holder, child, _Fp32(getattr(holder, child)))
             # channels_last: ~300 ms vs ~430 ms per 320×320 image on the 2-core CPU box.
             self._net = net.eval().to(self.device, memory_format=torch.channels_last)
         return self
@@ -58,7 +99,7 @@ class MattingModel:
         self.load()
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"
+            self.device.type, dtype=self.dtype, enabled=self.dtype is not None
         ):
             pred = self._net(x)[:, 0].float()
         lo = pred.amin(dim=(1, 2), keepdim=True)
@@ -67,6 +108,7 @@ class MattingModel:
         return ((pred - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy()
 
 
-def get_model(name: str = "u2netp", device: str = "auto", home: Path | None = None) -> MattingModel:
+def get_model(name: str = "u2netp", device: str = "auto", home: Path | None = None,
+              precision: str = "auto") -> MattingModel:
     """A not-yet-loaded model by registered name; unknown names raise ValueError listing the valid ones."""
-    return MattingModel(get_spec(name), device=device, home=home)
+    return MattingModel(get_spec(name), device=device, home=home, precision=precision)

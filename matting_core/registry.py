@@ -25,6 +25,9 @@ class ModelSpec:
     # Turns the published file into a state dict for `build()`.
     convert: Callable[[str], dict[str, np.ndarray]]
     license: str = ""
+    # Submodules kept in fp32 when the rest runs in bf16/fp16, because they were measured
+    # to lose too much there (see the model's module).
+    fp32_modules: tuple[str, ...] = ()
 
 
 _MODELS: dict[str, ModelSpec] = {}

@@ -14,8 +14,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image samples, s
 
 @pytest.fixture(scope="session")
 def model():
-    """The real U²-Net-P on the CPU, loaded once for the whole run."""
-    return get_model("u2netp", device="cpu").load()
+    """The real U²-Net-P on the CPU in fp32 (the reference precision), loaded once per run."""
+    return get_model("u2netp", device="cpu", precision="fp32").load()
 
 
 @pytest.fixture(scope="session")

@@ -99,11 +99,11 @@ class U2NETP(nn.Module):
         decoded = [skips[-1]]  # hx6, then hx5d ... hx1d
         for stage, skip in zip(
             [self.stage5d, self.stage4d, self.stage3d, self.stage2d, self.stage1d],
-            reversed(skips[:-1]),
+            reversed(skips[:-1]), strict=True,
         ):
             decoded.append(stage(torch.cat((_upsample_like(decoded[-1], skip), skip), 1)))
         hx1d = decoded[-1]
         sides = [self.side1(hx1d)]
-        for i, hx in zip(range(2, 7), reversed(decoded[:-1])):
+        for i, hx in zip(range(2, 7), reversed(decoded[:-1]), strict=True):
             sides.append(_upsample_like(getattr(self, f"side{i}")(hx), sides[0]))
         return torch.sigmoid(self.outconv(torch.cat(sides, 1)))

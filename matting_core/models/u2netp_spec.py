@@ -27,7 +27,7 @@ def convert_onnx(path: str) -> dict[str, np.ndarray]:
     if len(body) != len(body_keys):
         raise WeightsError(f"{path}: {len(body)} body convs in the export, U2NETP has {len(body_keys)}")
     state = {k: v for k, v in inits.items() if k.startswith(_NAMED_PREFIXES)}
-    for node, key in zip(body, body_keys):
+    for node, key in zip(body, body_keys, strict=True):
         state[key] = inits[node.input[1]]
         state[key.removesuffix("weight") + "bias"] = inits[node.input[2]]
     for key, tensor in expected.items():
@@ -49,5 +49,9 @@ SPEC = register(
         sha256="309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
         convert=convert_onnx,
         license="Apache-2.0 (U-2-Net, Qin et al.)",
+        # Measured on the four test photos with bf16 on the CPU, against fp32: every stage in
+        # bf16 gives mean |diff| 0.010, min IoU 0.93; stage2d alone accounts for 0.0096 of it.
+        # Keeping stage2d (160x160, 16 channels: cheap) in fp32 gives mean 0.0008, IoU >= 0.978.
+        fp32_modules=("stage2d",),
     )
 )

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cutout_cli.batch import torch_threads
 from cutout_cli.main import main
 from tests.conftest import DATA
 
@@ -93,3 +94,20 @@ def test_asking_for_cuda_without_a_gpu_refuses_to_start(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["remove", str(DATA / "chelsea.jpg"), "-o", "x.png", "--device", "cuda"])
     assert exit_info.value.code == 2 and "--device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, cores, workers, expected", [
+    ("cpu", 2, 2, 1), ("cpu", 16, 4, 4), ("cpu", 2, 8, 1), ("cuda", 16, 16, 16)])
+def test_cpu_cores_are_shared_out_among_workers(device, cores, workers, expected):
+    assert torch_threads(device, cores, workers) == expected
+
+
+def test_outputs_keep_input_order_whatever_finishes_first(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(["rocket", "chelsea", "coffee"]):
+        (folder / f"{i}-{name}.jpg").write_bytes((DATA / f"{name}.jpg").read_bytes())
+    out = tmp_path / "out.zip"
+    assert main(["batch", str(folder), "-o", str(out), "--workers", "3", "--quiet"]) == 0
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == ["0-rocket.png", "1-chelsea.png", "2-coffee.png", "manifest.json"]
