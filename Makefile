@@ -23,7 +23,8 @@ weights: install
 
 # Until the service lands, `make run` cuts out the bundled sample photos.
 run: weights
-	$(VENV)/bin/cutout batch tests/data -o out/samples
+	rm -rf out/samples
+	$(VENV)/bin/cutout batch tests/data/*.jpg -o out/samples
 	@echo "cutouts and manifest.json in out/samples/"
 
 test: weights

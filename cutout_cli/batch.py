@@ -66,7 +66,7 @@ def run_batch(sources: list[Source], model: MattingModel, opts: Options, out: Ou
     batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
     with tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True) as bar, \
             ThreadPoolExecutor(cfg.workers, thread_name_prefix="cutout") as pool:
-        work = lambda batch: _process(batch, model, opts, cfg)  # noqa: E731
+        work = lambda batch: process(batch, model, opts, cfg)  # noqa: E731
         for batch in _bounded_map(pool, work, batches, window=2 * cfg.workers):
             for item in batch:
                 _deliver(item, out)
@@ -85,7 +85,8 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, jobs: Iterable, window:
         yield pending.popleft().result()
 
 
-def _process(batch: list[Item], model: MattingModel, opts: Options, cfg: BatchConfig) -> list[Item]:
+def process(batch: list[Item], model: MattingModel, opts: Options, cfg: BatchConfig) -> list[Item]:
+    """One batch end to end; each item ends with `result` bytes or an `error`."""
     ready = []
     for item in batch:
         try:

