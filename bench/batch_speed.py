@@ -8,7 +8,6 @@ Results go to bench/results/batch_speed.json.
 
 import io
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from cutout_cli.batch import BatchConfig, run_batch, torch_threads
+from cutout_cli.batch import BatchConfig, run_batch, torch_threads, usable_cores
 from cutout_cli.inputs import gather
 from cutout_cli.outputs import Output
 from matting_core.model import get_model
@@ -75,9 +74,9 @@ def _tick(bucket: list[float], since: float) -> float:
 
 
 def ours(folder: Path, out: Path, model) -> dict:
-    cfg = BatchConfig(batch_size=1, workers=os.cpu_count() or 2, max_pixels=50_000_000)
+    cfg = BatchConfig(batch_size=1, workers=usable_cores(), max_pixels=50_000_000)
     baseline_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_threads("cpu", os.cpu_count() or 1, cfg.workers))
+    torch.set_num_threads(torch_threads("cpu", usable_cores(), cfg.workers))
     start = time.perf_counter()
     items = run_batch(gather([str(folder)]), model, Options(), Output(out), cfg, progress=False)
     seconds = time.perf_counter() - start
@@ -107,7 +106,7 @@ def main() -> None:
         fp32 = ours(folder, Path(tmp) / "out-fp32", get_model("u2netp", device="cpu", precision="fp32").load())
     result = {
         "bench": "batch_speed", "images": COUNT, "size": list(SIZE), "output": "RGBA PNG, default options",
-        "machine": {"cpus": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cpus": usable_cores(), "processor": _cpu_name(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "baseline": base, "cutout_batch": fast, "cutout_batch_fp32": fp32,
         "speedup": round(fast["images_per_second"] / base["images_per_second"], 2),

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from cutout_cli import batch as batch_mod
+from cutout_cli.batch import usable_cores
 from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
@@ -46,7 +47,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
                    help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
     r.add_argument("--batch-size", type=int, help="images per model call (default 1 on CPU, 8 on CUDA)")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+    r.add_argument("--workers", type=int, default=usable_cores(),
                    help="images in flight at once, each on its own thread (default: one per core)")
     r.add_argument("--max-pixels", type=int,
                    default=int(os.environ.get("CUTOUT_MAX_PIXELS", decode.DEFAULT_MAX_PIXELS)),
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"cutout: error: {err}\n")
     cfg = batch_mod.BatchConfig(args.batch_size or DEFAULT_BATCH[model.device.type], max(1, args.workers),
                                 args.max_pixels)
-    torch.set_num_threads(batch_mod.torch_threads(model.device.type, os.cpu_count() or 1, cfg.workers))
+    torch.set_num_threads(batch_mod.torch_threads(model.device.type, usable_cores(), cfg.workers))
     if args.command == "remove":
         return _remove_one(sources[0], model, opts, args.output, cfg)
     start = time.perf_counter()
