@@ -265,3 +265,10 @@ def _scale_to_uint8(samples: np.ndarray) -> np.ndarray:
     top = next((top for top in tops if low >= 0 and high <= top), None)
     low, high = (0.0, top) if top else (low, max(high, low + 1.0))
     return np.rint((values - low) * (255.0 / (high - low))).clip(0, 255).astype(np.uint8)
+
+
+def decode_mask(data: bytes, name: str) -> np.ndarray:
+    """A stored alpha map (grey PNG, as encode.encode_mask writes) -> float32 HxW in [0, 1]."""
+    with _open(data, name, DEFAULT_MAX_PIXELS) as im, _translated(data, name, DEFAULT_MAX_PIXELS):
+        grey = np.asarray(im.convert("L"), dtype=np.float32)
+    return grey * np.float32(1 / 255)

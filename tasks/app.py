@@ -1,0 +1,77 @@
+"""The Celery app: `celery -A tasks.app worker -Q gpu|cpu`. Every reliability setting says why."""
+
+import os
+import sys
+
+from celery import Celery
+from celery.signals import worker_init
+
+from tasks.settings import Settings
+
+QUEUES = ("gpu", "cpu")
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    vt = {
+        "visibility_timeout": settings.visibility_timeout,
+        # Sweep for abandoned (unacked, timed-out) messages every few seconds instead of
+        # kombu's default ~100 s, so a killed worker's images come back soon after the timeout.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+    }
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        task_routes={"cutout.infer": {"queue": "gpu"}, "cutout.*": {"queue": "cpu"}},
+        task_default_queue="cpu",
+        # Ack after the task ran, not when it arrived: a worker that dies mid-image
+        # leaves the message to be redelivered instead of losing the image.
+        task_acks_late=True,
+        # ...and when the worker process is killed (OOM, kill -9), requeue it too. Brokers
+        # do not count requeues, so tasks cap their own attempts (JobStore.count_attempt).
+        task_reject_on_worker_lost=True,
+        # One message reserved per pool slot: a long image must not hold others hostage
+        # while idle workers wait. (GPU workers batch across their thread pool, not prefetch.)
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.soft_time_limit,
+        task_time_limit=settings.time_limit,
+        # Redis redelivers unacked messages after the visibility timeout; it must outlast
+        # the hard time limit, and Celery reads it in these three places.
+        broker_transport_options=vt,
+        result_backend_transport_options=vt,
+        visibility_timeout=settings.visibility_timeout,
+        # Results (small dicts) live as long as the jobs they belong to.
+        result_expires=int(settings.retention_hours * 3600),
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Events for Flower.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        beat_schedule={"sweep-expired-jobs": {"task": "cutout.sweep", "schedule": 3600.0}},
+    )
+    app.conf.cutout = settings
+    return app
+
+
+app = configure(Celery("cutout", include=["tasks.work"]), Settings.from_env())
+
+
+@worker_init.connect
+def _check_device(**_):
+    """A worker told to use CUDA refuses to start without a usable GPU, instead of crawling on the CPU."""
+    settings: Settings = app.conf.cutout
+    if settings.gpu is not None:
+        # Pins this worker before torch first touches CUDA: one worker per device.
+        os.environ["CUDA_VISIBLE_DEVICES"] = settings.gpu
+    if settings.device != "cpu":
+        from matting_core.errors import DeviceUnavailableError
+        from matting_core.model import resolve_device
+
+        try:
+            resolve_device(settings.device)
+        except DeviceUnavailableError as err:
+            # SystemExit, because Celery logs and ignores an Exception raised by a signal handler.
+            print(f"cutout worker: {err}", file=sys.stderr)
+            raise SystemExit(2) from err

@@ -1,0 +1,127 @@
+"""Job records in Redis: the job, its items, idempotent counters and a progress stream.
+
+Counters are set cardinalities (SADD of item numbers), so a redelivered task that
+reports the same item twice never counts it twice.
+"""
+
+import json
+import time
+import uuid
+
+import redis
+
+ITEM_STATES = ("queued", "inferring", "finishing", "done", "failed")
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, retention_s: float = 24 * 3600):
+        self.r = client
+        self.retention_s = retention_s
+
+    @classmethod
+    def from_url(cls, url: str, retention_s: float = 24 * 3600) -> "JobStore":
+        return cls(redis.Redis.from_url(url, decode_responses=True), retention_s)
+
+    def _k(self, job: str, part: str = "") -> str:
+        return f"cutout:job:{job}" + (f":{part}" if part else "")
+
+    def create(self, job: str, owner: str, names: list[str], options: dict) -> None:
+        now = time.time()
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job), mapping={"id": job, "owner": owner, "created": now, "status": "queued",
+                                         "options": json.dumps(options), "total": len(names), "error": ""})
+        pipe.hset(self._k(job, "items"), mapping={
+            str(i): json.dumps({"name": name, "state": "queued"}) for i, name in enumerate(names)})
+        pipe.zadd(f"cutout:jobs:{owner}", {job: now})
+        pipe.zadd("cutout:jobs", {job: now})
+        pipe.execute()
+
+    def exists(self, job: str) -> bool:
+        return bool(self.r.exists(self._k(job)))
+
+    def job(self, job: str) -> dict | None:
+        record = self.r.hgetall(self._k(job))
+        if not record:
+            return None
+        record["options"] = json.loads(record["options"])
+        record["total"] = int(record["total"])
+        record["created"] = float(record["created"])
+        record["done"] = self.r.scard(self._k(job, "done"))
+        record["failed"] = self.r.scard(self._k(job, "failed"))
+        return record
+
+    def items(self, job: str) -> dict[int, dict]:
+        raw = self.r.hgetall(self._k(job, "items"))
+        return {int(i): json.loads(v) for i, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
+    def item(self, job: str, i: int) -> dict:
+        return json.loads(self.r.hget(self._k(job, "items"), str(i)) or "{}")
+
+    def update_item(self, job: str, i: int, state: str, **fields) -> None:
+        """Record an item's new state; done/failed move it between the counting sets."""
+        item = {**self.item(job, i), **fields, "state": state}
+        if state != "failed" and "error" not in fields:
+            item.pop("error", None)
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job, "items"), str(i), json.dumps(item))
+        if state in ("done", "failed"):
+            other = "failed" if state == "done" else "done"
+            pipe.srem(self._k(job, other), i)
+            pipe.sadd(self._k(job, state), i)
+        else:
+            pipe.srem(self._k(job, "done"), i)
+            pipe.srem(self._k(job, "failed"), i)
+        pipe.execute()
+        if self.r.hget(self._k(job), "status") == "queued":
+            self.r.hset(self._k(job), "status", "running")
+        self._event(job, {"i": i, "state": state, "error": item.get("error") or ""})
+
+    def set_status(self, job: str, status: str, **fields) -> None:
+        self.r.hset(self._k(job), mapping={"status": status, **fields})
+        self._event(job, {"status": status, "error": fields.get("error", "")})
+
+    def set_options(self, job: str, options: dict) -> None:
+        self.r.hset(self._k(job), "options", json.dumps(options))
+
+    def _event(self, job: str, fields: dict) -> None:
+        record = self.r.hmget(self._k(job), "status", "total")
+        event = {**fields, "status": fields.get("status") or record[0] or "",
+                 "done": self.r.scard(self._k(job, "done")), "failed": self.r.scard(self._k(job, "failed")),
+                 "total": record[1] or 0}
+        # The stream is a live feed, not the record: capped, and it expires with the job.
+        self.r.xadd(self._k(job, "events"), {k: str(v) for k, v in event.items()}, maxlen=10_000, approximate=True)
+        self.r.expire(self._k(job, "events"), int(self.retention_s) + 3600)
+
+    def events(self, job: str, last_id: str = "0", block_ms: int = 15_000) -> list[tuple[str, dict]]:
+        """Progress events after `last_id`, waiting up to `block_ms` for the first one."""
+        reply = self.r.xread({self._k(job, "events"): last_id}, block=block_ms, count=1000)
+        return [(eid, fields) for _, entries in reply for eid, fields in entries]
+
+    def jobs_of(self, owner: str, limit: int = 100) -> list[str]:
+        return self.r.zrevrange(f"cutout:jobs:{owner}", 0, limit - 1)
+
+    def created_before(self, cutoff: float) -> list[str]:
+        return self.r.zrangebyscore("cutout:jobs", 0, cutoff)
+
+    def delete(self, job: str) -> None:
+        owner = self.r.hget(self._k(job), "owner")
+        keys = [self._k(job, p) for p in ("", "items", "done", "failed", "events")]
+        pipe = self.r.pipeline()
+        pipe.delete(*keys)
+        pipe.zrem("cutout:jobs", job)
+        if owner:
+            pipe.zrem(f"cutout:jobs:{owner}", job)
+        pipe.execute()
+
+    def count_attempt(self, task_id: str, ttl_s: int) -> int:
+        """How many times this task id has started: brokers do not count redeliveries, we do."""
+        key = f"cutout:attempts:{task_id}"
+        pipe = self.r.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, ttl_s)
+        return pipe.execute()[0]

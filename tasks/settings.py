@@ -1,0 +1,63 @@
+"""One typed configuration for the workers and the web app, read from CUTOUT_* variables at the edge."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from matting_core.decode import DEFAULT_MAX_PIXELS
+from matting_core.weights import cutout_home
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = REDIS
+    result_backend: str = REDIS
+    redis_url: str = REDIS  # job records and progress streams
+    home: Path = Path("~/.cache/cutout").expanduser()
+    storage: str = "local"  # local | s3
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    retention_hours: float = 24
+    device: str = "auto"
+    precision: str = "auto"
+    gpu: str | None = None  # pins this worker to one GPU (CUDA_VISIBLE_DEVICES)
+    batch_size: int = 0  # 0: 8 on CUDA, 1 on the CPU
+    max_wait_ms: int = 20  # how long a partial model batch waits for company
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    soft_time_limit: int = 300  # s; one image's stage, with room for a 50 MP decode on a busy CPU
+    time_limit: int = 360
+    max_attempts: int = 3  # deliveries of one task before its item is failed as a poison
+
+    @property
+    def visibility_timeout(self) -> int:
+        # Longer than the hard limit, or Redis hands a still-running task to a second worker.
+        return self.time_limit * 2
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        get = lambda name, default=None: env.get(f"CUTOUT_{name}") or default  # noqa: E731
+        broker = get("BROKER_URL", REDIS)
+        return cls(
+            broker_url=broker,
+            result_backend=get("RESULT_BACKEND", broker),
+            redis_url=get("REDIS_URL", broker),
+            home=cutout_home(env),
+            storage=get("STORAGE", "s3" if get("S3_BUCKET") else "local"),
+            s3_bucket=get("S3_BUCKET"),
+            s3_endpoint_url=get("S3_ENDPOINT_URL"),
+            s3_region=get("S3_REGION"),
+            retention_hours=float(get("RETENTION_HOURS", 24)),
+            device=get("DEVICE", "auto"),
+            precision=get("PRECISION", "auto"),
+            gpu=get("GPU"),
+            batch_size=int(get("BATCH_SIZE", 0)),
+            max_wait_ms=int(get("MAX_WAIT_MS", 20)),
+            max_pixels=int(get("MAX_PIXELS", DEFAULT_MAX_PIXELS)),
+            soft_time_limit=int(get("SOFT_TIME_LIMIT", 300)),
+            time_limit=int(get("TIME_LIMIT", 360)),
+            max_attempts=int(get("MAX_ATTEMPTS", 3)),
+        )

@@ -1,0 +1,63 @@
+"""Starting work: a new job, a retry of what did not finish, a recompose with new options.
+
+Each launches one chord: header chain(infer @ gpu -> finish @ cpu) per image (or
+finish alone, from the stored alpha, for a recompose), body package @ cpu with
+an errback that marks the job failed.
+"""
+
+from dataclasses import asdict
+
+from celery import chain, chord
+
+from matting_core.options import Options
+from tasks import keys
+from tasks.jobs import JobStore, new_job_id
+from tasks.storage import Storage
+from tasks.work import finish, infer, mark_failed, package
+
+
+def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
+               options: Options) -> str:
+    """Store the uploads by key, record the job, enqueue it; returns the job id."""
+    job = record_job(storage, store, owner, files, options)
+    _launch(job, list(range(len(files))), with_infer=True)
+    return job
+
+
+def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
+               options: Options) -> str:
+    """Store the uploads and the job record, without enqueueing anything."""
+    job = new_job_id()
+    for i, (_, data) in enumerate(files):
+        storage.put(keys.input_key(job, i), data)
+    store.create(job, owner, [name for name, _ in files], asdict(options))
+    return job
+
+
+def retry_job(store: JobStore, job: str) -> list[int]:
+    """Re-run every item that failed or never finished, then package again."""
+    todo = [i for i, item in store.items(job).items() if item["state"] != "done"]
+    store.set_status(job, "queued", error="")
+    _launch(job, todo, with_infer=True)
+    return todo
+
+
+def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> list[int]:
+    """New options on a finished batch: finish and package again from the stored alpha maps, no GPU."""
+    store.set_options(job, asdict(options))
+    todo = [i for i in store.items(job) if storage.exists(keys.alpha_key(job, i))]
+    store.set_status(job, "queued", error="")
+    _launch(job, todo, with_infer=False)
+    return todo
+
+
+def _launch(job: str, indices: list[int], with_infer: bool) -> None:
+    body = package.si(job).on_error(mark_failed.s(job))
+    if not indices:  # a chord with an empty header never calls its body
+        body.apply_async()
+        return
+    if with_infer:
+        header = [chain(infer.si(job, i), finish.s(job, i)) for i in indices]
+    else:
+        header = [finish.si({"i": i, "status": "inferred"}, job, i) for i in indices]
+    chord(header)(body)

@@ -1,0 +1,135 @@
+"""The tasks: short adapters that load bytes by key, call the core, store the result, return a small dict.
+
+infer (gpu) -> finish (cpu) per image, chained; package (cpu) is the chord body.
+A bad image returns a failed dict instead of raising, so the chord body always runs.
+"""
+
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
+
+from matting_core import decode, encode, pipeline
+from matting_core.errors import CutoutError
+from matting_core.options import Options
+from matting_core.registry import get_spec
+from tasks import keys
+from tasks.app import app
+from tasks.context import batcher, jobs, settings, storage
+from tasks.packaging import write_zip
+from tasks.storage import TRANSIENT_ERRORS
+
+log = get_task_logger(__name__)
+
+
+def _fail(job: str, i: int, reason: str) -> dict:
+    jobs().update_item(job, i, "failed", error=reason)
+    return {"i": i, "status": "failed", "error": reason}
+
+
+def _unexpected(job: str, i: int, name: str, err: Exception) -> dict:
+    # Logged with its traceback for the operator; the user sees what happened and what to do.
+    log.exception("job %s item %d (%s) failed unexpectedly", job, i, name)
+    return _fail(job, i, f"{name}: internal error ({type(err).__name__}: {err}); retry the job later")
+
+
+def _poisoned(task, job: str, i: int) -> dict | None:
+    """Fail an item whose task keeps killing its worker, instead of requeueing it forever."""
+    attempts = jobs().count_attempt(task.request.id, ttl_s=int(settings().retention_hours * 3600))
+    if attempts > settings().max_attempts:
+        return _fail(job, i, f"a worker died {attempts - 1} times processing this image; it was set aside")
+    return None
+
+
+def _retry_or_fail(task, job: str, i: int, err: Exception) -> dict:
+    """Transient trouble (storage, network) is retried with backoff; after the last try the item fails."""
+    if task.request.retries < task.max_retries:
+        raise task.retry(exc=err, countdown=2 ** task.request.retries)
+    return _fail(job, i, f"storage kept failing ({err}); retry the job")
+
+
+@app.task(name="cutout.infer", bind=True, max_retries=4)
+def infer(self, job: str, i: int) -> dict:
+    if (poisoned := _poisoned(self, job, i)) is not None:
+        return poisoned
+    jobs().update_item(job, i, "inferring")
+    name, timings = jobs().item(job, i)["name"], pipeline.Timings()
+    try:
+        data = storage().get(keys.input_key(job, i))
+        x = pipeline.prepare(data, name, batcher().model.spec, max_pixels=settings().max_pixels, timings=timings)
+        with timings.stage("infer"):
+            alpha, batch_size = batcher().predict(x, timeout=settings().soft_time_limit)
+        storage().put(keys.alpha_key(job, i), encode.encode_mask(alpha))
+    except CutoutError as err:
+        return _fail(job, i, str(err))
+    except SoftTimeLimitExceeded:
+        return _fail(job, i, f"{name}: took longer than {settings().soft_time_limit} s to infer")
+    except TRANSIENT_ERRORS as err:
+        return _retry_or_fail(self, job, i, err)
+    except Exception as err:  # noqa: BLE001 - a bug or a misconfiguration fails this item, not the chord
+        return _unexpected(job, i, name, err)
+    jobs().update_item(job, i, "inferring", batch_size=batch_size, timings=_rounded(timings))
+    return {"i": i, "status": "inferred"}
+
+
+@app.task(name="cutout.finish", bind=True, max_retries=4)
+def finish(self, previous: dict, job: str, i: int) -> dict:
+    if previous.get("status") == "failed":
+        return previous
+    if (poisoned := _poisoned(self, job, i)) is not None:
+        return poisoned
+    record, item = jobs().job(job), jobs().item(job, i)
+    opts = Options(**record["options"])
+    jobs().update_item(job, i, "finishing")
+    timings = pipeline.Timings()
+    timings.ms.update(item.get("timings", {}))
+    try:
+        data = storage().get(keys.input_key(job, i))
+        alpha = decode.decode_mask(storage().get(keys.alpha_key(job, i)), item["name"])
+        result = pipeline.finish(data, item["name"], alpha, opts, max_pixels=settings().max_pixels, timings=timings)
+        key = keys.output_key(job, i, opts.extension)
+        with timings.stage("store"):
+            storage().put(key, result)
+    except CutoutError as err:
+        return _fail(job, i, str(err))
+    except SoftTimeLimitExceeded:
+        return _fail(job, i, f"{item['name']}: took longer than {settings().soft_time_limit} s to finish")
+    except TRANSIENT_ERRORS as err:
+        return _retry_or_fail(self, job, i, err)
+    except Exception as err:  # noqa: BLE001 - a bug or a misconfiguration fails this item, not the chord
+        return _unexpected(job, i, item["name"], err)
+    jobs().update_item(job, i, "done", output_key=key, timings=_rounded(timings))
+    return {"i": i, "status": "done", "key": key}
+
+
+@app.task(name="cutout.package", bind=True, max_retries=4)
+def package(self, job: str) -> dict:
+    """Chord body: the zip and manifest from the job record (the record, not the header results,
+    is the truth, so a retry that re-ran only some items still packages all of them)."""
+    try:
+        zip_key = write_zip(storage(), jobs(), job, get_spec("u2netp"))
+    except TRANSIENT_ERRORS as err:
+        raise self.retry(exc=err, countdown=2 ** self.request.retries) from err
+    jobs().set_status(job, "done", zip_key=zip_key, finished=time.time())
+    return {"zip": zip_key}
+
+
+@app.task(name="cutout.mark_failed")
+def mark_failed(request, exc, traceback, job: str) -> None:
+    """Errback of the chord body: a job whose packaging died says so instead of staying `running`."""
+    jobs().set_status(job, "failed", error=f"packaging failed: {exc}; retry the job")
+
+
+@app.task(name="cutout.sweep")
+def sweep() -> int:
+    """Delete jobs older than the retention period: their objects, then their records."""
+    cutoff = time.time() - settings().retention_hours * 3600
+    expired = jobs().created_before(cutoff)
+    for job in expired:
+        storage().delete_prefix(keys.job_prefix(job))
+        jobs().delete(job)
+    return len(expired)
+
+
+def _rounded(timings: pipeline.Timings) -> dict:
+    return {k: round(v, 1) for k, v in timings.ms.items()}

