@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from cutout_cli.batch import BatchConfig, run_batch, torch_threads, usable_cores
+from cutout_cli.batch import BatchConfig, run_batch
 from cutout_cli.inputs import gather
 from cutout_cli.outputs import Output
-from matting_core.model import get_model
+from matting_core.model import get_model, torch_threads, usable_cores
 from matting_core.options import Options
 from matting_core.preprocess import normalize
 from matting_core.weights import cutout_home, load_state_dict
@@ -31,9 +31,9 @@ PHOTOS = sorted((ROOT / "tests" / "data").glob("*.jpg"))
 COUNT, SIZE = 20, (1920, 1080)
 
 
-def make_inputs(folder: Path) -> list[Path]:
+def make_inputs(folder: Path, count: int = COUNT) -> list[Path]:
     paths = []
-    for i in range(COUNT):
+    for i in range(count):
         im = Image.open(PHOTOS[i % len(PHOTOS)]).convert("RGB")
         im = ImageOps.fit(im, SIZE, Image.BICUBIC)
         im = ImageOps.mirror(im) if i % 2 else im  # distinct files, same content statistics

@@ -10,7 +10,6 @@ other stages beside it, gave ~2.6 img/s, because OpenMP's threads spin while
 waiting for cores the other stages hold.
 """
 
-import os
 import sys
 import time
 from collections import deque
@@ -54,16 +53,6 @@ class BatchConfig:
     batch_size: int
     workers: int
     max_pixels: int
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def torch_threads(device_type: str, cores: int, workers: int) -> int:
-    """Intra-op threads for the model: on the CPU the cores are shared out among the workers."""
-    return max(1, cores // workers) if device_type == "cpu" else max(1, cores)
 
 
 def run_batch(sources: list[Source], model: MattingModel, opts: Options, out: Output,

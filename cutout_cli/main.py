@@ -10,12 +10,11 @@ import torch
 from tqdm import tqdm
 
 from cutout_cli import batch as batch_mod
-from cutout_cli.batch import usable_cores
 from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
 from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
-from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model
+from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model, torch_threads, usable_cores
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
 from matting_core.registry import get_spec, model_names
 from matting_core.weights import cutout_home, fetch
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"cutout: error: {err}\n")
     cfg = batch_mod.BatchConfig(args.batch_size or DEFAULT_BATCH[model.device.type], max(1, args.workers),
                                 args.max_pixels)
-    torch.set_num_threads(batch_mod.torch_threads(model.device.type, usable_cores(), cfg.workers))
+    torch.set_num_threads(torch_threads(model.device.type, usable_cores(), cfg.workers))
     if args.command == "remove":
         return _remove_one(sources[0], model, opts, args.output, cfg)
     start = time.perf_counter()

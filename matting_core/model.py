@@ -1,5 +1,6 @@
 """The matting model's lifecycle: resolve the device, load once, predict batches."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,13 @@ def get_model(name: str = "u2netp", device: str = "auto", home: Path | None = No
               precision: str = "auto") -> MattingModel:
     """A not-yet-loaded model by registered name; unknown names raise ValueError listing the valid ones."""
     return MattingModel(get_spec(name), device=device, home=home, precision=precision)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def torch_threads(device_type: str, cores: int, workers: int) -> int:
+    """Intra-op threads for the model: on the CPU the cores are shared out among the workers."""
+    return max(1, cores // workers) if device_type == "cpu" else max(1, cores)

@@ -2,8 +2,11 @@
 
 Celery hands a GPU worker one `infer` task per image, each on its own thread
 (`--pool threads`). Each thread decodes its image, then submits the model input
-here and waits; one model thread runs a batch when `batch_size` inputs wait or
-the oldest has waited `max_wait_ms`. Tasks stay ordinary Celery tasks, so their
+here and waits; a model thread runs a batch when `batch_size` inputs wait or
+the oldest has waited `max_wait_ms`. On a GPU one model thread owns the device;
+on the CPU there is one per core, each running its batch on one intra-op thread
+(as the CLI does), because one many-threaded model call at a time leaves cores
+idle between calls and spins against the CPU workers' processes. Tasks stay ordinary Celery tasks, so their
 chord membership, acks and retries work unchanged (celery-batches would lose
 chord membership).
 """
@@ -20,12 +23,13 @@ from matting_core.preprocess import to_batch
 
 
 class Batcher:
-    def __init__(self, model: MattingModel, batch_size: int, max_wait_ms: int):
+    def __init__(self, model: MattingModel, batch_size: int, max_wait_ms: int, runners: int = 1):
         self.model = model
         self.batch_size = max(1, batch_size)
         self.max_wait = max_wait_ms / 1000
+        self.runners = max(1, runners)
         self._inbox: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.sizes: list[int] = []  # the batch sizes run, newest last (bounded)
 
@@ -38,11 +42,13 @@ class Batcher:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if not self._threads:
                 # The model loads here, in the worker process, never in a parent before a fork.
                 self.model.load()
-                self._thread = threading.Thread(target=self._run, name="cutout-batcher", daemon=True)
-                self._thread.start()
+                for n in range(self.runners):
+                    thread = threading.Thread(target=self._run, name=f"cutout-batcher-{n}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
 
     def _run(self) -> None:
         while True:
@@ -58,10 +64,13 @@ class Batcher:
     def _run_batch(self, batch: list[tuple[np.ndarray, Future]]) -> None:
         try:
             alphas = self.model.predict(to_batch([x for x, _ in batch]))
-        except Exception as err:  # noqa: BLE001 - handed to every waiting task, which decides
+            if len(alphas) != len(batch):
+                raise RuntimeError(f"the model returned {len(alphas)} alphas for a batch of {len(batch)}")
+        except Exception as err:  # noqa: BLE001 - handed to every waiting task, which decides; the thread lives on
             for _, done in batch:
                 done.set_exception(err)
             return
-        self.sizes = (self.sizes + [len(batch)])[-1000:]
+        with self._lock:
+            self.sizes = (self.sizes + [len(batch)])[-1000:]
         for (_, done), alpha in zip(batch, alphas, strict=True):
             done.set_result((alpha, len(batch)))

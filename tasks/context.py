@@ -6,7 +6,9 @@ connection or a boto3 client that its children would inherit across fork.
 
 import functools
 
-from matting_core.model import get_model
+import torch
+
+from matting_core.model import get_model, torch_threads, usable_cores
 from tasks.app import app
 from tasks.batcher import Batcher
 from tasks.jobs import JobStore
@@ -35,5 +37,8 @@ def jobs() -> JobStore:
 def batcher() -> Batcher:
     s = settings()
     model = get_model("u2netp", device=s.device, home=s.home, precision=s.precision)
-    size = s.batch_size or (8 if model.device.type == "cuda" else 1)
-    return Batcher(model, size, s.max_wait_ms)
+    if model.device.type == "cuda":
+        return Batcher(model, s.batch_size or 8, s.max_wait_ms)
+    cores = usable_cores()
+    torch.set_num_threads(torch_threads("cpu", cores, cores))  # one intra-op thread per model thread
+    return Batcher(model, s.batch_size or 1, s.max_wait_ms, runners=cores)

@@ -12,6 +12,9 @@ import redis
 
 ITEM_STATES = ("queued", "inferring", "finishing", "done", "failed")
 JOB_STATES = ("queued", "running", "done", "failed")
+# queued -> running in one step, so a concurrent set_status("done") is never overwritten.
+_START = ("if redis.call('HGET', KEYS[1], 'status') == 'queued' then "
+          "redis.call('HSET', KEYS[1], 'status', 'running') end")
 
 
 def new_job_id() -> str:
@@ -63,7 +66,12 @@ class JobStore:
         return json.loads(self.r.hget(self._k(job, "items"), str(i)) or "{}")
 
     def update_item(self, job: str, i: int, state: str, **fields) -> None:
-        """Record an item's new state; done/failed move it between the counting sets."""
+        """Record an item's new state; done/failed move it between the counting sets.
+
+        A job already deleted (a very late redelivery after the sweep) is left deleted.
+        """
+        if not self.exists(job):
+            return
         item = {**self.item(job, i), **fields, "state": state}
         if state != "failed" and "error" not in fields:
             item.pop("error", None)
@@ -77,8 +85,7 @@ class JobStore:
             pipe.srem(self._k(job, "done"), i)
             pipe.srem(self._k(job, "failed"), i)
         pipe.execute()
-        if self.r.hget(self._k(job), "status") == "queued":
-            self.r.hset(self._k(job), "status", "running")
+        self.r.eval(_START, 1, self._k(job))
         self._event(job, {"i": i, "state": state, "error": item.get("error") or ""})
 
     def set_status(self, job: str, status: str, **fields) -> None:

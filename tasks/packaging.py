@@ -22,7 +22,8 @@ def manifest(store: JobStore, job: str, spec: ModelSpec) -> tuple[dict, list[tup
         "job": job,
         "options": record["options"],
         "model": {"name": spec.name, "weights_sha256": spec.sha256},
-        "summary": {"total": record["total"], "done": len(done), "failed": record["total"] - len(done)},
+        "summary": {"total": record["total"], "done": len(done),
+                    "failed": sum(it["state"] == "failed" for it in items.values())},
         "files": files,
     }
     return body, [(items[i]["output_key"], names[i]) for i, _ in done]

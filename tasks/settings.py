@@ -28,8 +28,14 @@ class Settings:
     max_wait_ms: int = 20  # how long a partial model batch waits for company
     max_pixels: int = DEFAULT_MAX_PIXELS
     soft_time_limit: int = 300  # s; one image's stage, with room for a 50 MP decode on a busy CPU
-    time_limit: int = 360
+    time_limit: int = 360  # the soft limit's handler needs time to record the item as failed
     max_attempts: int = 3  # deliveries of one task before its item is failed as a poison
+
+    def __post_init__(self):
+        if not 0 < self.soft_time_limit < self.time_limit:
+            raise ValueError(
+                f"CUTOUT_SOFT_TIME_LIMIT ({self.soft_time_limit} s) must be positive and below CUTOUT_TIME_LIMIT "
+                f"({self.time_limit} s), or the hard limit kills a task before it can record why")
 
     @property
     def visibility_timeout(self) -> int:
@@ -40,6 +46,15 @@ class Settings:
     def from_env(cls, env: dict | None = None) -> "Settings":
         env = os.environ if env is None else env
         get = lambda name, default=None: env.get(f"CUTOUT_{name}") or default  # noqa: E731
+
+        def number(name: str, default, kind=int):
+            value = get(name, default)
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"CUTOUT_{name}={value!r} is not a number; set it to e.g. {default}") from None
+
+        hard = number("TIME_LIMIT", 360)
         broker = get("BROKER_URL", REDIS)
         return cls(
             broker_url=broker,
@@ -50,14 +65,15 @@ class Settings:
             s3_bucket=get("S3_BUCKET"),
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             s3_region=get("S3_REGION"),
-            retention_hours=float(get("RETENTION_HOURS", 24)),
+            retention_hours=number("RETENTION_HOURS", 24, float),
             device=get("DEVICE", "auto"),
             precision=get("PRECISION", "auto"),
             gpu=get("GPU"),
-            batch_size=int(get("BATCH_SIZE", 0)),
-            max_wait_ms=int(get("MAX_WAIT_MS", 20)),
-            max_pixels=int(get("MAX_PIXELS", DEFAULT_MAX_PIXELS)),
-            soft_time_limit=int(get("SOFT_TIME_LIMIT", 300)),
-            time_limit=int(get("TIME_LIMIT", 360)),
-            max_attempts=int(get("MAX_ATTEMPTS", 3)),
+            batch_size=number("BATCH_SIZE", 0),
+            max_wait_ms=number("MAX_WAIT_MS", 20),
+            max_pixels=number("MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            # Without its own setting, the soft limit leaves the hard one a sixth for the cleanup.
+            soft_time_limit=number("SOFT_TIME_LIMIT", hard * 5 // 6),
+            time_limit=hard,
+            max_attempts=number("MAX_ATTEMPTS", 3),
         )

@@ -245,9 +245,12 @@ class S3Storage:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as e:
-            if _is_missing(e):
-                return False
-            raise
+            if not _is_missing(e):
+                raise
+            # HEAD answers a bare 404 for a missing bucket too; a wrong bucket must not
+            # look like a missing object, so ask once more in a way that tells them apart.
+            self._s3.head_bucket(Bucket=self.bucket)
+            return False
         return True
 
     def delete_prefix(self, prefix: str) -> int:

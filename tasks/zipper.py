@@ -40,9 +40,10 @@ def _split_ext(name: str) -> tuple[str, str]:
 
 
 def _fit(stem: str, tail: str) -> str:
-    """stem + tail in at most MAX_NAME_BYTES of UTF-8, cutting the stem on a character boundary."""
+    """stem + tail in at most MAX_NAME_BYTES of UTF-8, cut on a character boundary; no trailing dot or space
+    (Windows drops them on unpacking, and the name would no longer match the manifest)."""
     room = MAX_NAME_BYTES - len(tail.encode())
-    return stem.encode()[:room].decode("utf-8", "ignore").rstrip() + tail
+    return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tail
 
 
 def safe_name(name: str) -> str:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cutout_cli.batch import torch_threads
 from cutout_cli.main import main
+from matting_core.model import torch_threads
 from tests.conftest import DATA
 
 

@@ -12,25 +12,17 @@ from matting_core.options import Options
 from matting_core.weights import cutout_home
 from tasks import context, keys
 from tasks.app import app, configure
+from tasks.local_cluster import Worker, wait_until
 from tasks.settings import Settings
 from tasks.storage import s3_client
 from tasks.submit import create_job, recompose, record_job, retry_job
 from tasks.work import finish, infer, package
 from tests.conftest import DATA, PHOTOS
-from tests.tasks.cluster import Worker, start_redis, wait_until
 from tests.tasks.conftest import REGION
 
 pytestmark = pytest.mark.integration
 GOOD = [(f"{name}-{n}.jpg", (DATA / f"{name}.jpg").read_bytes()) for n in range(3) for name in PHOTOS][:10]
 BAD = [("notes.jpg", b"shopping list: milk"), ("cut-off.jpg", (DATA / "coffee.jpg").read_bytes()[:5000])]
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])

@@ -1,4 +1,8 @@
-"""Real servers for the integration tests: a Redis and Celery workers, on free loopback ports."""
+"""A cluster on one machine: a Redis with the project's config and `celery worker` processes.
+
+The integration tests and `make bench` start their servers with this, on free
+loopback ports, so that what they exercise is what runs in production.
+"""
 
 import os
 import shutil
@@ -11,7 +15,8 @@ from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_CONF = Path(__file__).with_name("redis.conf")
 
 
 def free_port() -> int:
@@ -33,10 +38,11 @@ def redis_binary() -> str:
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [redis_binary(), str(ROOT / "tasks" / "redis.conf"), "--port", str(port), "--dir", str(workdir),
-         "--bind", "127.0.0.1"],
-        stdout=open(workdir / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    with open(workdir / "redis.log", "wb") as log:
+        proc = subprocess.Popen(
+            [redis_binary(), str(REDIS_CONF), "--port", str(port), "--dir", str(workdir),
+             "--bind", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     wait_until(lambda: _pings(client), 10, "redis-server did not start; see redis.log")
@@ -53,7 +59,7 @@ def _pings(client: redis.Redis) -> bool:
 class Worker:
     """One `celery worker` process for one queue, logging to a file."""
 
-    def __init__(self, queue: str, env: dict, log: Path, concurrency: int = 2):
+    def __init__(self, queue: str, env: dict, log: Path, concurrency: int = 2, startup_timeout: float = 60):
         self.log = log
         # As deployed: GPU workers run a thread pool feeding one batcher, CPU workers prefork
         # (so the hard time limit can kill a stuck child).
@@ -61,9 +67,10 @@ class Worker:
         cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue, "--pool", pool,
                "-c", str(concurrency), "-n", f"{queue}-{time.monotonic_ns()}@%h", "-l", "INFO",
                "--without-gossip", "--without-mingle"]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_until(lambda: "ready." in log.read_text(errors="replace") or self.proc.poll() is not None, 60,
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        wait_until(lambda: "ready." in log.read_text(errors="replace") or self.proc.poll() is not None, startup_timeout,
                    f"celery worker for {queue} did not start; see {log}")
         if self.proc.poll() is not None:
             raise RuntimeError(f"celery worker for {queue} exited: {log.read_text(errors='replace')[-2000:]}")
