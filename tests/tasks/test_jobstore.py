@@ -1,0 +1,220 @@
+"""JobStore against a real Redis: records, idempotent counters, the progress stream, the indexes; and the manifest."""
+
+import time
+
+import pytest
+
+from matting_core.registry import get_spec
+from tasks import keys
+from tasks.jobs import JobStore, new_job_id
+from tasks.packaging import manifest
+
+pytestmark = pytest.mark.integration
+RETENTION_S = 3600
+
+
+@pytest.fixture
+def store(redis_url) -> JobStore:
+    """A JobStore on an emptied database of its own (db 1), so tests neither see nor disturb others."""
+    store = JobStore.from_url(redis_url.rsplit("/", 1)[0] + "/1", retention_s=RETENTION_S)
+    store.r.flushdb()
+    return store
+
+
+@pytest.fixture
+def job(store) -> str:
+    job = new_job_id()
+    store.create(job, "alice", ["a.jpg", "b.png", "c.webp"], {"format": "png"})
+    return job
+
+
+def test_create_records_a_queued_job_with_its_owner_options_and_items(store):
+    before = time.time()
+    store.create("j1", "alice", ["a.jpg", "b.png"], {"format": "webp", "bg_color": "#fff"})
+    record = store.job("j1")
+    assert record["owner"] == "alice"
+    assert record["options"] == {"format": "webp", "bg_color": "#fff"}
+    assert record["total"] == 2
+    assert before <= record["created"] <= time.time()
+    assert (record["status"], record["done"], record["failed"], record["error"]) == ("queued", 0, 0, "")
+    assert store.items("j1") == {0: {"name": "a.jpg", "state": "queued"}, 1: {"name": "b.png", "state": "queued"}}
+    assert store.exists("j1")
+
+
+def test_an_unknown_job_has_no_record(store):
+    assert store.job("nope") is None
+    assert not store.exists("nope")
+    assert store.items("nope") == {}
+
+
+def test_marking_an_item_done_twice_counts_it_once(store, job):
+    store.update_item(job, 0, "done", output_key="k0")
+    store.update_item(job, 0, "done", output_key="k0")
+    record = store.job(job)
+    assert (record["done"], record["failed"]) == (1, 0)
+
+
+def test_an_item_moved_from_done_to_failed_counts_only_as_failed(store, job):
+    store.update_item(job, 0, "done")
+    store.update_item(job, 1, "done")
+    store.update_item(job, 0, "failed", error="bad")
+    record = store.job(job)
+    assert (record["done"], record["failed"]) == (1, 1)
+
+
+@pytest.mark.parametrize("final", ["done", "failed"])
+@pytest.mark.parametrize("again", ["queued", "inferring", "finishing"])
+def test_an_item_back_in_a_non_final_state_is_counted_nowhere(store, job, final, again):
+    store.update_item(job, 0, final)
+    store.update_item(job, 0, again)
+    record = store.job(job)
+    assert (record["done"], record["failed"]) == (0, 0)
+    assert store.item(job, 0)["state"] == again
+
+
+def test_the_first_update_starts_the_job(store, job):
+    store.update_item(job, 2, "inferring")
+    assert store.job(job)["status"] == "running"
+
+
+def test_an_update_does_not_reopen_a_finished_job(store, job):
+    store.set_status(job, "done")
+    store.update_item(job, 0, "done")
+    assert store.job(job)["status"] == "done"
+
+
+def test_update_keeps_earlier_fields_and_replaces_the_state(store, job):
+    store.update_item(job, 1, "inferring", batch_size=4, timings={"infer": 12.5})
+    store.update_item(job, 1, "done", output_key="jobs/x/out/1.png")
+    assert store.item(job, 1) == {"name": "b.png", "state": "done", "batch_size": 4, "timings": {"infer": 12.5},
+                                  "output_key": "jobs/x/out/1.png"}
+
+
+@pytest.mark.parametrize("again", ["queued", "inferring", "done"])
+def test_an_item_keeps_its_error_only_while_failed(store, job, again):
+    store.update_item(job, 0, "failed", error="a.jpg: not an image")
+    assert store.item(job, 0)["error"] == "a.jpg: not an image"
+    store.update_item(job, 0, again)
+    assert "error" not in store.item(job, 0)
+
+
+def test_every_update_appends_an_event_with_the_counts(store, job):
+    store.update_item(job, 0, "done")
+    store.update_item(job, 1, "failed", error="b.png: truncated")
+    events = [fields for _, fields in store.events(job, block_ms=100)]
+    assert events == [
+        {"i": "0", "state": "done", "error": "", "status": "running", "done": "1", "failed": "0", "total": "3"},
+        {"i": "1", "state": "failed", "error": "b.png: truncated", "status": "running", "done": "1", "failed": "1",
+         "total": "3"},
+    ]
+
+
+def test_a_status_change_appends_an_event(store, job):
+    store.update_item(job, 0, "done")
+    store.set_status(job, "failed", error="packaging failed")
+    _, last = store.events(job, block_ms=100)[-1]
+    assert (last["status"], last["error"], last["done"], last["total"]) == ("failed", "packaging failed", "1", "3")
+
+
+def test_events_after_an_id_are_only_the_newer_ones(store, job):
+    store.update_item(job, 0, "done")
+    [(first_id, _)] = store.events(job, block_ms=100)
+    store.update_item(job, 1, "done")
+    store.update_item(job, 2, "done")
+    newer = store.events(job, last_id=first_id, block_ms=100)
+    assert [fields["i"] for _, fields in newer] == ["1", "2"]
+    assert all(eid > first_id for eid, _ in newer)
+
+
+def test_events_wait_at_most_block_ms_then_return_nothing(store, job):
+    store.update_item(job, 0, "done")
+    [(last_id, _)] = store.events(job, block_ms=100)
+    start = time.monotonic()
+    assert store.events(job, last_id=last_id, block_ms=200) == []
+    assert 0.15 <= time.monotonic() - start < 2
+
+
+def test_the_event_stream_expires_an_hour_after_the_retention(store, job):
+    store.update_item(job, 0, "done")
+    assert RETENTION_S < store.r.ttl(f"cutout:job:{job}:events") <= RETENTION_S + 3600
+
+
+def test_jobs_of_lists_an_owners_jobs_newest_first_and_no_one_elses(store):
+    for job, owner in [("a1", "alice"), ("b1", "bob"), ("a2", "alice"), ("a3", "alice")]:
+        store.create(job, owner, ["x.jpg"], {})
+    assert store.jobs_of("alice") == ["a3", "a2", "a1"]
+    assert store.jobs_of("alice", limit=2) == ["a3", "a2"]
+    assert store.jobs_of("bob") == ["b1"]
+    assert store.jobs_of("carol") == []
+
+
+def test_created_before_lists_only_jobs_older_than_the_cutoff(store):
+    store.create("old", "alice", ["x.jpg"], {})
+    store.create("old-too", "bob", ["x.jpg"], {})
+    cutoff = time.time()
+    store.create("new", "alice", ["x.jpg"], {})
+    assert sorted(store.created_before(cutoff)) == ["old", "old-too"]
+
+
+def test_delete_removes_every_key_of_the_job_and_its_index_entries(store, job):
+    store.create("other", "alice", ["x.jpg"], {})
+    store.update_item(job, 0, "done")
+    store.update_item(job, 1, "failed", error="bad")
+    assert len(store.r.keys(f"cutout:job:{job}*")) == 5  # record, items, done, failed, events
+    store.delete(job)
+    assert store.r.keys(f"cutout:job:{job}*") == []
+    assert store.jobs_of("alice") == ["other"]
+    assert store.created_before(time.time()) == ["other"]
+    assert store.job("other")["total"] == 1
+
+
+def test_count_attempt_counts_each_start_and_expires(store):
+    assert [store.count_attempt("task-1", ttl_s=600) for _ in range(3)] == [1, 2, 3]
+    assert store.count_attempt("task-2", ttl_s=600) == 1
+    assert 0 < store.r.ttl("cutout:attempts:task-1") <= 600
+
+
+@pytest.fixture
+def finished_job(store) -> str:
+    """A job whose items ended done or failed, with awkward input names."""
+    job = new_job_id()
+    names = ["cat.jpg", "Cat.jpeg", "../../etc/passwd.png", "notes.jpg", "con.jpg", "cat.heic"]
+    store.create(job, "alice", names, {"format": "png"})
+    exts = {0: "png", 1: "png", 2: "png", 4: "png", 5: "webp"}
+    for i, ext in exts.items():
+        store.update_item(job, i, "inferring", batch_size=2, timings={"infer": 30.0})
+        store.update_item(job, i, "done", output_key=keys.output_key(job, i, ext))
+    store.update_item(job, 3, "failed", error="notes.jpg: not an image")
+    return job
+
+
+def test_manifest_names_outputs_after_inputs_uniquely_and_safely(store, finished_job):
+    body, entries = manifest(store, finished_job, get_spec("u2netp"))
+    assert entries == [
+        (keys.output_key(finished_job, 0, "png"), "cat.png"),
+        (keys.output_key(finished_job, 1, "png"), "Cat-2.png"),
+        (keys.output_key(finished_job, 2, "png"), "passwd.png"),
+        (keys.output_key(finished_job, 4, "png"), "_con.png"),
+        (keys.output_key(finished_job, 5, "webp"), "cat.webp"),
+    ]
+    assert [f["output"] for f in body["files"]] == ["cat.png", "Cat-2.png", "passwd.png", None, "_con.png", "cat.webp"]
+
+
+def test_manifest_records_the_job_model_summary_and_each_files_outcome(store, finished_job):
+    spec = get_spec("u2netp")
+    body, _ = manifest(store, finished_job, spec)
+    assert body["job"] == finished_job
+    assert body["options"] == {"format": "png"}
+    assert body["model"] == {"name": "u2netp", "weights_sha256": spec.sha256}
+    assert body["summary"] == {"total": 6, "done": 5, "failed": 1}
+    assert body["files"][0] == {"input": "cat.jpg", "output": "cat.png", "status": "done", "error": None,
+                                "batch_size": 2, "timings_ms": {"infer": 30.0}}
+    assert body["files"][3] == {"input": "notes.jpg", "output": None, "status": "failed",
+                                "error": "notes.jpg: not an image", "batch_size": None, "timings_ms": {}}
+
+
+def test_an_update_after_the_job_was_deleted_leaves_nothing_behind(store):
+    store.create("gone", "alice", ["a.jpg"], {})
+    store.delete("gone")
+    store.update_item("gone", 0, "done")
+    assert store.r.keys("cutout:job:gone*") == []
