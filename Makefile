@@ -35,6 +35,7 @@ lint: install
 
 bench: weights
 	$(PY) -m bench.batch_speed
+	$(PY) -m bench.cluster_speed
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -19,6 +19,7 @@ class Options:
     despill: bool = False  # remove background colour from the edge
     mask: bool = False  # write the alpha alone as a grey PNG
     quality: int | None = None  # jpg/webp quality; None = jpg 92, webp lossless
+    crop: bool = False  # cut the output down to the subject's bounding box
 
     def __post_init__(self):
         if self.format not in FORMATS:

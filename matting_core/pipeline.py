@@ -59,11 +59,23 @@ def finish(data: bytes, name: str, alpha_small: np.ndarray, opts: Options, *,
     with timings.stage("refine"):
         alpha = postprocess.postprocess(alpha_small, image.rgb, opts)
         alpha = compose.combine_alpha(alpha, image.alpha)
+    rgb = image.rgb
+    if opts.crop:
+        rgb, alpha = crop_to_subject(rgb, alpha)
     if opts.mask:
         with timings.stage("encode"):
             return encode.encode_mask(alpha)
     with timings.stage("compose"):
-        rgb = postprocess.despill(image.rgb, alpha) if opts.despill else image.rgb
+        rgb = postprocess.despill(rgb, alpha) if opts.despill else rgb
         pixels = compose.compose(rgb, alpha, background(opts))
     with timings.stage("encode"):
         return encode.encode(pixels, opts.format, quality=opts.quality, icc_profile=image.icc_profile)
+
+
+def crop_to_subject(rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounding box of every pixel with any opacity; an image with none is left whole."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return rgb, alpha
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return rgb[box], alpha[box]

@@ -4,11 +4,15 @@ A spec carries everything needed to fetch, verify, convert and feed its
 weights, so adding a model means adding one module.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch is imported by the model, not by code that only names it (the web app)
+    import numpy as np
+    import torch
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ Nothing here runs at inference time except `load_state_dict`, which only
 reads the local cache and refuses weights whose source hash differs.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import shutil
@@ -12,13 +14,16 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from matting_core.errors import WeightsError
 from matting_core.registry import ModelSpec
+
+if TYPE_CHECKING:  # torch is imported by the model, not by code that only names it (the web app)
+    import torch
 
 
 def cutout_home(env: dict | None = None) -> Path:

@@ -11,15 +11,20 @@ chord membership, acks and retries work unchanged (celery-batches would lose
 chord membership).
 """
 
+from __future__ import annotations
+
 import queue
 import threading
 import time
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from matting_core.model import MattingModel
 from matting_core.preprocess import to_batch
+
+if TYPE_CHECKING:
+    from matting_core.model import MattingModel
 
 
 class Batcher:

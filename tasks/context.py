@@ -6,9 +6,6 @@ connection or a boto3 client that its children would inherit across fork.
 
 import functools
 
-import torch
-
-from matting_core.model import get_model, torch_threads, usable_cores
 from tasks.app import app
 from tasks.batcher import Batcher
 from tasks.jobs import JobStore
@@ -35,6 +32,10 @@ def jobs() -> JobStore:
 
 @functools.cache
 def batcher() -> Batcher:
+    import torch  # here, not at import: the web app reads settings and storage through this module
+
+    from matting_core.model import get_model, torch_threads, usable_cores
+
     s = settings()
     model = get_model("u2netp", device=s.device, home=s.home, precision=s.precision)
     if model.device.type == "cuda":

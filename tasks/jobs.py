@@ -33,19 +33,29 @@ class JobStore:
     def _k(self, job: str, part: str = "") -> str:
         return f"cutout:job:{job}" + (f":{part}" if part else "")
 
-    def create(self, job: str, owner: str, names: list[str], options: dict) -> None:
+    def create(self, job: str, owner: str, names: list[str], options: dict,
+               rejected: dict[int, str] | None = None) -> None:
+        """Record a new job; `rejected` items (index -> reason) start out failed and never run."""
+        rejected = rejected or {}
         now = time.time()
         pipe = self.r.pipeline()
         pipe.hset(self._k(job), mapping={"id": job, "owner": owner, "created": now, "status": "queued",
                                          "options": json.dumps(options), "total": len(names), "error": ""})
         pipe.hset(self._k(job, "items"), mapping={
-            str(i): json.dumps({"name": name, "state": "queued"}) for i, name in enumerate(names)})
+            str(i): json.dumps({"name": name, "state": "failed", "error": rejected[i], "rejected": True}
+                               if i in rejected
+                               else {"name": name, "state": "queued"}) for i, name in enumerate(names)})
+        if rejected:
+            pipe.sadd(self._k(job, "failed"), *rejected)
         pipe.zadd(f"cutout:jobs:{owner}", {job: now})
         pipe.zadd("cutout:jobs", {job: now})
         pipe.execute()
 
     def exists(self, job: str) -> bool:
         return bool(self.r.exists(self._k(job)))
+
+    def status(self, job: str) -> str | None:
+        return self.r.hget(self._k(job), "status")
 
     def job(self, job: str) -> dict | None:
         record = self.r.hgetall(self._k(job))
@@ -108,6 +118,11 @@ class JobStore:
         """Progress events after `last_id`, waiting up to `block_ms` for the first one."""
         reply = self.r.xread({self._k(job, "events"): last_id}, block=block_ms, count=1000)
         return [(eid, fields) for _, entries in reply for eid, fields in entries]
+
+    def last_event_id(self, job: str) -> str:
+        """The id of the newest progress event, to follow the stream from now on ("0" if none yet)."""
+        newest = self.r.xrevrange(self._k(job, "events"), count=1)
+        return newest[0][0] if newest else "0"
 
     def jobs_of(self, owner: str, limit: int = 100) -> list[str]:
         return self.r.zrevrange(f"cutout:jobs:{owner}", 0, limit - 1)

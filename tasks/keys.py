@@ -10,6 +10,10 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _EXT = re.compile(r"[A-Za-z0-9]{1,10}")
 
 
+def valid_job_id(job) -> bool:
+    return isinstance(job, str) and bool(_JOB_ID.fullmatch(job))
+
+
 def _job(job: str) -> str:
     # Job ids become path segments; anything else could climb out of the job's prefix.
     if not isinstance(job, str) or not _JOB_ID.fullmatch(job):

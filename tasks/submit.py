@@ -2,7 +2,8 @@
 
 Each launches one chord: header chain(infer @ gpu -> finish @ cpu) per image (or
 finish alone, from the stored alpha, for a recompose), body package @ cpu with
-an errback that marks the job failed.
+an errback that marks the job failed. Tasks are named, not imported, so the web
+app enqueues without importing the model or torch.
 """
 
 from dataclasses import asdict
@@ -11,32 +12,42 @@ from celery import chain, chord
 
 from matting_core.options import Options
 from tasks import keys
+from tasks.app import app
 from tasks.jobs import JobStore, new_job_id
 from tasks.storage import Storage
-from tasks.work import finish, infer, mark_failed, package
 
 
 def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
-               options: Options) -> str:
-    """Store the uploads by key, record the job, enqueue it; returns the job id."""
-    job = record_job(storage, store, owner, files, options)
-    _launch(job, list(range(len(files))), with_infer=True)
+               options: Options, rejected: dict[int, str] | None = None) -> str:
+    """Store the uploads by key, record the job, enqueue it; returns the job id.
+
+    `rejected` items (index -> reason, e.g. over the size limit) are recorded as failed and not run.
+    """
+    rejected = rejected or {}
+    job = record_job(storage, store, owner, files, options, rejected)
+    _launch(job, [i for i in range(len(files)) if i not in rejected], with_infer=True)
     return job
 
 
 def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
-               options: Options) -> str:
+               options: Options, rejected: dict[int, str] | None = None) -> str:
     """Store the uploads and the job record, without enqueueing anything."""
+    rejected = rejected or {}
     job = new_job_id()
     for i, (_, data) in enumerate(files):
-        storage.put(keys.input_key(job, i), data)
-    store.create(job, owner, [name for name, _ in files], asdict(options))
+        if i not in rejected:
+            storage.put(keys.input_key(job, i), data)
+    store.create(job, owner, [name for name, _ in files], asdict(options), rejected)
     return job
 
 
-def retry_job(store: JobStore, job: str) -> list[int]:
-    """Re-run every item that failed or never finished, then package again."""
-    todo = [i for i, item in store.items(job).items() if item["state"] != "done"]
+def retry_job(storage: Storage, store: JobStore, job: str) -> list[int]:
+    """Re-run every item that failed or never finished, then package again.
+
+    Items whose upload was refused (never stored) stay failed: running them again cannot help.
+    """
+    todo = [i for i, item in store.items(job).items()
+            if item["state"] != "done" and storage.exists(keys.input_key(job, i))]
     store.set_status(job, "queued", error="")
     _launch(job, todo, with_infer=True)
     return todo
@@ -52,12 +63,14 @@ def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> 
 
 
 def _launch(job: str, indices: list[int], with_infer: bool) -> None:
-    body = package.si(job).on_error(mark_failed.s(job))
+    task = app.signature
+    body = task("cutout.package", (job,), immutable=True).on_error(task("cutout.mark_failed", (job,)))
     if not indices:  # a chord with an empty header never calls its body
         body.apply_async()
         return
     if with_infer:
-        header = [chain(infer.si(job, i), finish.s(job, i)) for i in indices]
+        header = [chain(task("cutout.infer", (job, i), immutable=True), task("cutout.finish", (job, i)))
+                  for i in indices]
     else:
-        header = [finish.si({"i": i, "status": "inferred"}, job, i) for i in indices]
+        header = [task("cutout.finish", ({"i": i, "status": "inferred"}, job, i), immutable=True) for i in indices]
     chord(header)(body)

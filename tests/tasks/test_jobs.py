@@ -85,7 +85,7 @@ def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
     first_output = cluster["storage"].get(items[0]["output_key"])
     for i in (8, 9):
         cluster["storage"].put(keys.input_key(job, i), GOOD[i][1])
-    assert retry_job(cluster["jobs"], job) == [8, 9]
+    assert retry_job(cluster["storage"], cluster["jobs"], job) == [8, 9]
     record = wait_for_job(cluster, job)
     assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
     assert cluster["storage"].get(items[0]["output_key"]) == first_output

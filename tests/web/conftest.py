@@ -1,0 +1,73 @@
+"""The web app on the real stack: Redis, a gpu-queue and a cpu-queue `celery worker`, local storage.
+
+Web tests use Redis database 3, so their queues and records never meet the tasks tests'.
+"""
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from matting_core.weights import cutout_home
+from tasks.local_cluster import Worker
+from tasks.settings import Settings
+from web import create_app
+from web.extensions import limiter
+
+
+@pytest.fixture(scope="session")
+def web_env(redis_url, tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("web-home")
+    (home / "weights").symlink_to(cutout_home() / "weights")
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    return {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu",
+            "CUTOUT_SOFT_TIME_LIMIT": "25", "CUTOUT_TIME_LIMIT": "30"}
+
+
+@pytest.fixture(scope="session")
+def workers(web_env, tmp_path_factory):
+    """Real workers for both queues, started once for every web test that needs jobs to finish."""
+    logs = tmp_path_factory.mktemp("web-logs")
+    started = {"gpu": Worker("gpu", web_env, logs / "gpu.log", concurrency=4),
+               "cpu": Worker("cpu", web_env, logs / "cpu.log", concurrency=2)}
+    yield started
+    for worker in started.values():
+        worker.stop()
+
+
+def make_app(web_env: dict, **overrides):
+    settings = Settings.from_env(web_env)
+    config = {"TESTING": True, "CUTOUT_SETTINGS": settings, "SECRET_KEY": "test-secret",
+              "RATELIMIT_STORAGE_URI": settings.redis_url, "SYNC_TIMEOUT": 60.0}
+    app = create_app(config | overrides)
+    app.extensions["cutout"].jobs.r.flushdb()  # users, jobs, queues and rate counters of earlier tests
+    return app
+
+
+@pytest.fixture
+def app(web_env):
+    app = make_app(web_env)
+    yield app
+    limiter.reset()
+
+
+@pytest.fixture
+def users(app) -> dict:
+    """Two users, each with a password and an API key: {"alice": {"password", "api_key"}, "bob": ...}."""
+    store = app.extensions["cutout"].users
+    made = {}
+    for name in ("alice", "bob"):
+        password, key = store.add(name)
+        made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
+    return made
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def settings_with(web_env):
+    """Settings for the web env with some fields replaced."""
+    return lambda **changes: replace(Settings.from_env(web_env), **changes)

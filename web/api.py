@@ -1,0 +1,237 @@
+"""REST API v1: jobs, their progress, items and zip; retry, recompose, delete; one-image remove."""
+
+import json
+import mimetypes
+import time
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
+
+from tasks import keys
+from tasks.storage import KeyNotFound, LocalStorage
+from tasks.submit import create_job, recompose, retry_job
+from web import forms, uploads
+from web.auth import api_user_required
+from web.errors import ApiError
+from web.extensions import limiter, services
+from web.waiting import wait_for_job
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+VARIANTS = ("output", "alpha", "input")
+ACTIVE = ("queued", "running")
+
+
+def own_job(job: str) -> dict:
+    """The caller's job, or 404 whether it is someone else's or nobody's (never confirm an id)."""
+    record = services().jobs.job(job) if keys.valid_job_id(job) else None
+    if record is None or record["owner"] != g.user:
+        raise ApiError(404, "job_not_found", f"no job {job} among yours; GET /api/v1/jobs lists them")
+    return record
+
+
+def check_active_jobs() -> None:
+    cap = current_app.config["MAX_ACTIVE_JOBS"]
+    store = services().jobs
+    active = sum(1 for job in store.jobs_of(g.user, limit=cap + 50) if store.status(job) in ACTIVE)
+    if active >= cap:
+        raise ApiError(429, "too_many_jobs", f"you have {active} jobs running (limit {cap}); wait for one to "
+                                             "finish or delete it", {"Retry-After": "30"})
+
+
+def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
+    """Store the request's uploads and enqueue them as a job for the caller; returns (job, total)."""
+    options = options or forms.parse(request.form)
+    check_active_jobs()
+    upload = uploads.from_request(fields)
+    job = create_job(services().storage, services().jobs, g.user, upload.files, options, upload.rejected)
+    return job, len(upload.files)
+
+
+def job_view(record: dict) -> dict:
+    job = record["id"]
+    items = services().jobs.items(job)
+    view = {
+        "job_id": job, "status": record["status"], "total": record["total"], "done": record["done"],
+        "failed": record["failed"], "created": record["created"], "options": record["options"],
+        "error": record.get("error") or None,
+        "events_url": url_for("api.events", job=job),
+        "download_url": url_for("api.download", job=job) if record["status"] == "done" else None,
+        "items": [_item_view(job, i, item) for i, item in items.items()],
+    }
+    return view
+
+
+def _item_view(job: str, i: int, item: dict) -> dict:
+    def link(variant):
+        return url_for("api.item", job=job, i=i, variant=variant)
+    return {"index": i, "name": item["name"], "state": item["state"], "error": item.get("error"),
+            "batch_size": item.get("batch_size"), "timings_ms": item.get("timings"),
+            "input_url": None if item.get("rejected") else link("input"),
+            "alpha_url": link("alpha") if item["state"] in ("finishing", "done") else None,
+            "output_url": link("output") if item["state"] == "done" else None}
+
+
+@bp.post("/jobs")
+@api_user_required
+@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
+def create():
+    job, total = submit()
+    body = {"job_id": job, "status_url": url_for("api.status", job=job), "events_url": url_for("api.events", job=job),
+            "total": total}
+    return jsonify(body), 202, {"Location": body["status_url"]}
+
+
+@bp.get("/jobs")
+@api_user_required
+def list_jobs():
+    store = services().jobs
+    records = [r for r in (store.job(job) for job in store.jobs_of(g.user)) if r]
+    return jsonify({"jobs": [{k: r[k] for k in ("id", "status", "total", "done", "failed", "created")}
+                             | {"job_id": r["id"], "status_url": url_for("api.status", job=r["id"])}
+                             for r in records]})
+
+
+@bp.get("/jobs/<job>")
+@api_user_required
+def status(job):
+    return jsonify(job_view(own_job(job)))
+
+
+@bp.get("/jobs/<job>/events")
+@api_user_required
+def events(job):
+    """Server-Sent Events: a snapshot, then one `progress` event per change, until the job ends."""
+    record = own_job(job)
+    store = services().jobs
+    after = request.headers.get("Last-Event-ID") or request.args.get("after") or "$"
+    deadline = time.monotonic() + 3600  # a browser reconnects by itself; a stream must not live forever
+
+    def stream():
+        snapshot = {k: record[k] for k in ("status", "total", "done", "failed")}
+        yield f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
+        if record["status"] not in ACTIVE:
+            return
+        last = after if after != "$" else store.last_event_id(job)
+        while time.monotonic() < deadline:
+            batch = store.events(job, last, block_ms=10_000)
+            if not batch:
+                yield ": keep-alive\n\n"  # proxies close idle connections
+                continue
+            for last, event in batch:
+                yield f"id: {last}\nevent: progress\ndata: {json.dumps(event)}\n\n"
+                if event.get("status") in ("done", "failed") and "i" not in event:
+                    return
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+
+
+def _serve(key: str, download_name: str, mimetype: str, as_attachment: bool = False):
+    storage = services().storage
+    if not isinstance(storage, LocalStorage):
+        return redirect(storage.url(key, expires=600))  # short-lived: a leaked link soon stops working
+    try:
+        stream = storage.open(key)
+    except KeyNotFound:
+        raise ApiError(404, "not_stored", "that file is not stored (any more); retry the job") from None
+    return send_file(stream, mimetype=mimetype, as_attachment=as_attachment, download_name=download_name,
+                     max_age=0)
+
+
+@bp.get("/jobs/<job>/download")
+@api_user_required
+def download(job):
+    record = own_job(job)
+    if record["status"] != "done" or not record.get("zip_key"):
+        raise ApiError(409, "not_ready", f"job {job} is {record['status']}; the zip exists once it is done")
+    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", as_attachment=True)
+
+
+@bp.get("/jobs/<job>/items/<int:i>")
+@api_user_required
+def item(job, i):
+    own_job(job)
+    variant = request.args.get("variant", "output")
+    if variant not in VARIANTS:
+        raise ApiError(400, "invalid_variant", f"variant={variant!r}: choose one of {', '.join(VARIANTS)}")
+    record = services().jobs.item(job, i)
+    if not record:
+        raise ApiError(404, "item_not_found", f"job {job} has no item {i}")
+    if variant == "output":
+        if record["state"] != "done":
+            raise ApiError(409, "not_ready", f"item {i} is {record['state']}; its output exists once it is done")
+        key = record["output_key"]
+    else:
+        key = keys.input_key(job, i) if variant == "input" else keys.alpha_key(job, i)
+    name = uploads.label(record["name"]).rsplit("!", 1)[-1]
+    mimetype = ("image/png" if variant == "alpha" else
+                mimetypes.guess_type(key if variant == "output" else name)[0] or "application/octet-stream")
+    return _serve(key, name, mimetype)
+
+
+def _finished(job: str) -> dict:
+    record = own_job(job)
+    if record["status"] in ACTIVE:
+        raise ApiError(409, "job_running", f"job {job} is still {record['status']}; wait until it is done")
+    return record
+
+
+@bp.post("/jobs/<job>/retry")
+@api_user_required
+def retry(job):
+    _finished(job)
+    todo = retry_job(services().storage, services().jobs, job)
+    return jsonify({"job_id": job, "retried": todo, "status_url": url_for("api.status", job=job)}), 202
+
+
+@bp.post("/jobs/<job>/recompose")
+@api_user_required
+def recompose_job(job):
+    _finished(job)
+    options = forms.parse(request.get_json(silent=True) or request.form)
+    todo = recompose(services().storage, services().jobs, job, options)
+    return jsonify({"job_id": job, "recomposed": todo, "status_url": url_for("api.status", job=job)}), 202
+
+
+@bp.delete("/jobs/<job>")
+@api_user_required
+def delete(job):
+    own_job(job)
+    services().storage.delete_prefix(keys.job_prefix(job))
+    services().jobs.delete(job)
+    return "", 204
+
+
+@bp.post("/remove")
+@api_user_required
+@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
+def remove():
+    """One image in, its cutout back in the response (through the same workers, waiting for them)."""
+    files = request.files.getlist("image") or request.files.getlist("images")
+    if len(files) != 1:
+        raise ApiError(400, "one_image", "send exactly one file as multipart field 'image'")
+    job, _ = submit(fields=("image", "images"))
+    return single_result(job)
+
+
+def single_result(job: str):
+    record = wait_for_job(services().jobs, job, current_app.config["SYNC_TIMEOUT"])
+    if record is None:
+        status_url = url_for("api.status", job=job)
+        raise ApiError(504, "timeout", f"still working after {current_app.config['SYNC_TIMEOUT']:g} s; "
+                                       f"follow {status_url}", {"Location": status_url})
+    [item] = services().jobs.items(job).values()
+    if item["state"] != "done":
+        raise ApiError(422, "image_failed", item.get("error") or "the image could not be processed")
+    data = services().storage.get(item["output_key"])
+    return Response(data, mimetype=mimetypes.guess_type(item["output_key"])[0], headers={"X-Job-Id": job})

@@ -1,0 +1,118 @@
+"""Endpoints other tools already speak: the original WebUI's batch call and remove.bg's API.
+
+Both run through the same jobs and workers as /api/v1, waiting for the result.
+"""
+
+import base64
+import binascii
+import io
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from PIL import Image
+
+from tasks.submit import create_job
+from web import fetch, forms, uploads
+from web.api import check_active_jobs, single_result, submit
+from web.auth import api_user_required
+from web.errors import ApiError
+from web.extensions import limiter, services
+from web.waiting import wait_for_job
+
+bp = Blueprint("compat", __name__)
+_SIZES = {"auto", "preview", "small", "regular", "medium", "hd", "4k", "full", "50mp"}
+
+
+@bp.post("/api/batch-process")
+@api_user_required
+@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
+def batch_process():
+    """The WebUI's call: images + format, bg_color, alpha_threshold, feather_edge, erode_kernel; waits."""
+    job, total = submit()
+    record = wait_for_job(services().jobs, job, current_app.config["SYNC_TIMEOUT"])
+    if record is None:
+        raise ApiError(504, "timeout", f"still working; follow {url_for('api.status', job=job)}")
+    return jsonify({"status": "completed" if record["status"] == "done" else "failed", "count": record["done"],
+                    "failed": record["failed"], "job_id": job,
+                    "download_url": url_for("api.download", job=job)})
+
+
+class RemoveBgError(ApiError):
+    """remove.bg's error shape, which its SDKs parse: {"errors": [{"title", "code", "detail"}]}."""
+
+
+@bp.errorhandler(RemoveBgError)
+def _removebg_error(err: RemoveBgError):
+    body = {"errors": [{"title": err.message, "code": err.code, "detail": err.message}]}
+    return jsonify(body), err.status, err.headers
+
+
+def _removebg_options():
+    form = request.form
+    fmt = (form.get("format") or "auto").lower()
+    if fmt == "zip":
+        raise RemoveBgError(400, "unsupported_format", "format=zip is not offered; use png, jpg, webp or auto")
+    if (form.get("size") or "auto").lower() not in _SIZES:
+        raise RemoveBgError(400, "invalid_size", f"size={form.get('size')!r}: use one of {', '.join(sorted(_SIZES))}")
+    channels = (form.get("channels") or "rgba").lower()
+    if channels not in ("rgba", "alpha"):
+        raise RemoveBgError(400, "invalid_channels", f"channels={channels!r}: use rgba or alpha")
+    bg = form.get("bg_color") or None
+    # remove.bg's "auto": PNG while the result is transparent, JPG once it sits on a colour.
+    fmt = ("jpg" if bg else "png") if fmt == "auto" else fmt
+    values = {"format": fmt, "bg_color": bg, "crop": form.get("crop") or "false",
+              "mask": "true" if channels == "alpha" else "false"}
+    try:
+        return forms.parse(values)
+    except ApiError as err:
+        raise RemoveBgError(400, err.code, err.message) from None
+
+
+def _removebg_image() -> tuple[str, bytes]:
+    if "image_file" in request.files:
+        f = request.files["image_file"]
+        data = f.stream.read(current_app.config["MAX_FILE_BYTES"] + 1)
+        name = uploads.label(f.filename)
+    elif request.form.get("image_file_b64"):
+        try:
+            data = base64.b64decode(request.form["image_file_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise RemoveBgError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
+        name = "image_file_b64"
+    elif request.form.get("image_url"):
+        url = request.form["image_url"]
+        try:
+            name, data = fetch.fetch_image(url, max_bytes=current_app.config["FETCH_MAX_BYTES"],
+                                           timeout=current_app.config["FETCH_TIMEOUT"],
+                                           allow=current_app.config.get("FETCH_ALLOW", ()))
+        except fetch.FetchError as err:
+            raise RemoveBgError(400, "image_url_refused", str(err)) from None
+    else:
+        raise RemoveBgError(400, "missing_source", "send one of image_file, image_file_b64 or image_url")
+    if len(data) > current_app.config["MAX_FILE_BYTES"]:
+        raise RemoveBgError(400, "file_too_large", f"{name} is larger than the "
+                                                   f"{current_app.config['MAX_FILE_BYTES'] // 2**20} MB limit")
+    return name, data
+
+
+@bp.post("/v1.0/removebg")
+@api_user_required
+@limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
+def removebg():
+    """remove.bg-compatible: the cutout in the body, its size in X-Width / X-Height."""
+    options = _removebg_options()
+    name, data = _removebg_image()
+    check_active_jobs()
+    job = create_job(services().storage, services().jobs, g.user, [(name, data)], options)
+    try:
+        result: Response = single_result(job)
+    except ApiError as err:
+        raise RemoveBgError(err.status, err.code, err.message, err.headers) from None
+    body = result.get_data()
+    with Image.open(io.BytesIO(body)) as im:
+        width, height = im.size
+    headers = {"X-Width": str(width), "X-Height": str(height), "X-Type": "other", "X-Credits-Charged": "0"}
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify({"data": {"result_b64": base64.b64encode(body).decode(), "width": width,
+                                 "height": height}}), 200, headers
+    result.headers.update(headers)
+    return result

@@ -1,0 +1,41 @@
+"""The web app's configuration: the shared Settings plus upload limits, read from CUTOUT_* at the edge."""
+
+import os
+import secrets
+
+from tasks.settings import Settings
+
+MB = 1024 * 1024
+
+
+def from_env(env: dict | None = None) -> dict:
+    env = os.environ if env is None else env
+    get = lambda name, default: env.get(f"CUTOUT_{name}") or default  # noqa: E731
+    production = get("ENV", "development") == "production"
+    secret = get("SECRET_KEY", None)
+    if production and not secret:
+        raise RuntimeError("CUTOUT_ENV=production needs CUTOUT_SECRET_KEY (e.g. `python -c 'import secrets; "
+                           "print(secrets.token_hex(32))'`); without it sessions would not survive a restart")
+    return {
+        "CUTOUT_SETTINGS": Settings.from_env(env),
+        "PRODUCTION": production,
+        # A random key per process is fine for development: sessions end with the process.
+        "SECRET_KEY": secret or secrets.token_hex(32),
+        "MAX_FILE_BYTES": int(float(get("MAX_FILE_MB", 25)) * MB),
+        "MAX_FILES": int(get("MAX_FILES", 500)),
+        # Flask answers 413 itself above this, before reading the body.
+        "MAX_CONTENT_LENGTH": int(float(get("MAX_REQUEST_MB", 1024)) * MB),
+        # Zip uploads: the sum of what the members claim once inflated (zip bombs).
+        "MAX_ARCHIVE_BYTES": int(float(get("MAX_ARCHIVE_MB", 2048)) * MB),
+        "MAX_ACTIVE_JOBS": int(get("MAX_ACTIVE_JOBS", 10)),
+        "RATE_LIMIT": get("RATE_LIMIT", "600 per minute"),
+        "SUBMIT_RATE_LIMIT": get("SUBMIT_RATE_LIMIT", "60 per minute"),
+        # How long the synchronous endpoints (remove, batch-process, removebg) wait for workers.
+        "SYNC_TIMEOUT": float(get("SYNC_TIMEOUT", 120)),
+        "FETCH_MAX_BYTES": int(float(get("FETCH_MAX_MB", 25)) * MB),
+        "FETCH_TIMEOUT": float(get("FETCH_TIMEOUT", 15)),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+    }

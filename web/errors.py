@@ -1,0 +1,40 @@
+"""JSON errors that say what to change: {"error": {"code", "message"}}."""
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/v1.0/")) or request.accept_mimetypes.best == "application/json"
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError):
+        return error_response(err.status, err.code, err.message, err.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        if not _wants_json():
+            return err
+        messages = {
+            404: "no such resource; check the URL and the job id",
+            405: f"{request.method} is not allowed here; see /api/v1/openapi.json",
+            413: "the upload is too large; send fewer or smaller files per request",
+        }
+        code = (err.name or "error").lower().replace(" ", "_")
+        return error_response(err.code or 500, code, messages.get(err.code, err.description or code),
+                              dict(err.get_headers()) if err.code == 429 else None)
