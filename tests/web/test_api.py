@@ -1,0 +1,296 @@
+"""REST API v1 through the Flask test client, on real Redis, real workers and local storage."""
+
+import io
+import json
+import time
+import zipfile
+
+import pytest
+from PIL import Image
+
+from tasks import keys
+from tests.conftest import DATA
+
+pytestmark = pytest.mark.integration
+
+
+def small_jpeg(name: str = "coffee", size=(320, 240)) -> bytes:
+    """A small real photo: the model's cost is fixed, the rest is quicker on fewer pixels."""
+    out = io.BytesIO()
+    Image.open(DATA / f"{name}.jpg").convert("RGB").resize(size).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def files(*named: tuple[str, bytes], field: str = "images") -> dict:
+    return {field: [(io.BytesIO(data), name) for name, data in named]}
+
+
+def post_job(client, headers, *named, **form):
+    return client.post("/api/v1/jobs", data=files(*named) | form, headers=headers, content_type="multipart/form-data")
+
+
+def wait_done(client, headers, job: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/api/v1/jobs/{job}", headers=headers).get_json()
+        if status["status"] in ("done", "failed"):
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job} did not finish")
+
+
+def error_of(response) -> dict:
+    return response.get_json()["error"]
+
+
+# --- without workers: validation, limits, isolation, states ------------------------------------------
+
+def test_a_job_is_accepted_with_links_to_follow_it(client, users):
+    r = post_job(client, users["alice"]["headers"], ("a.jpg", small_jpeg()), ("b.jpg", small_jpeg("chelsea")))
+    assert r.status_code == 202
+    body = r.get_json()
+    assert body["total"] == 2 and len(body["job_id"]) == 32  # 128 random bits, hex
+    assert body["status_url"] == f"/api/v1/jobs/{body['job_id']}" == r.headers["Location"]
+    assert body["events_url"] == f"/api/v1/jobs/{body['job_id']}/events"
+
+
+@pytest.mark.parametrize("form, message", [
+    ({"format": "gif"}, "format 'gif' is not one of png, jpg, webp"),
+    ({"alpha_threshold": "lots"}, "alpha_threshold='lots' must be a whole number"),
+    ({"alpha_threshold": "300"}, "alpha_threshold 300 must be within 0-255"),
+    ({"feather_edge": "maybe"}, "feather_edge='maybe' must be true or false"),
+    ({"bg_color": "blurple"}, "bg_color 'blurple' is not a colour"),
+    ({"preset": "poster"}, "unknown preset 'poster'"),
+    ({"format": "jpg", "bg_color": "#ff000080"}, "translucent"),
+])
+def test_a_bad_option_is_refused_naming_it(client, users, form, message):
+    r = post_job(client, users["alice"]["headers"], ("a.jpg", small_jpeg()), **form)
+    assert r.status_code == 400 and error_of(r)["code"] == "invalid_option"
+    assert message in error_of(r)["message"]
+
+
+def test_no_files_says_which_fields_to_send(client, users):
+    r = client.post("/api/v1/jobs", data={"format": "png"}, headers=users["alice"]["headers"])
+    assert r.status_code == 400 and "'images'" in error_of(r)["message"] and "'archive'" in error_of(r)["message"]
+
+
+def test_too_many_files_is_413(app, client, users):
+    app.config["MAX_FILES"] = 2
+    r = post_job(client, users["alice"]["headers"], *[(f"{i}.jpg", b"x") for i in range(3)])
+    assert r.status_code == 413 and "more than 2 files" in error_of(r)["message"]
+
+
+def test_a_request_over_the_total_size_is_413(app, client, users):
+    app.config["MAX_CONTENT_LENGTH"] = 50_000
+    r = post_job(client, users["alice"]["headers"], ("big.jpg", b"x" * 60_000))
+    assert r.status_code == 413 and error_of(r)["code"] == "request_entity_too_large"
+
+
+def test_a_file_over_the_size_limit_fails_alone_naming_the_file(app, client, users):
+    app.config["MAX_FILE_BYTES"] = 100_000
+    headers = users["alice"]["headers"]
+    r = post_job(client, headers, ("huge.jpg", b"x" * 100_001), ("ok.jpg", small_jpeg()))
+    status = client.get(r.get_json()["status_url"], headers=headers).get_json()
+    huge, ok = status["items"]
+    assert huge["state"] == "failed" and "huge.jpg" in huge["error"] and "0.0953674 MB limit" in huge["error"]
+    assert huge["input_url"] is None and ok["state"] == "queued"
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def test_a_zip_upload_refuses_unsafe_and_nested_entries_and_keeps_the_rest(client, users):
+    archive = zip_of({"shots/a.jpg": small_jpeg(), "../../etc/passwd.jpg": small_jpeg(), "inner.zip": b"PK",
+                      "__MACOSX/._a.jpg": b"junk", ".DS_Store": b"junk", "notes.txt": b"hello"})
+    headers = users["alice"]["headers"]
+    r = client.post("/api/v1/jobs", data={"archive": (io.BytesIO(archive), "batch.zip")}, headers=headers)
+    assert r.status_code == 202 and r.get_json()["total"] == 4
+    items = {it["name"]: it for it in client.get(r.get_json()["status_url"], headers=headers).get_json()["items"]}
+    assert items["batch.zip!shots/a.jpg"]["state"] == "queued"
+    assert "unsafe path" in items["batch.zip!../../etc/passwd.jpg"]["error"]
+    assert "archives inside archives" in items["batch.zip!inner.zip"]["error"]
+    assert items["batch.zip!notes.txt"]["state"] == "queued"  # the worker says it is not an image
+
+
+def test_a_zip_bomb_is_refused_before_inflating(app, client, users):
+    app.config["MAX_ARCHIVE_BYTES"] = 1_000_000
+    bomb = zip_of({"zeros.png": bytes(2_000_000)})  # ~2 KB on the wire
+    r = client.post("/api/v1/jobs", data={"archive": (io.BytesIO(bomb), "bomb.zip")},
+                    headers=users["alice"]["headers"])
+    assert r.status_code == 413 and "bomb.zip inflates to" in error_of(r)["message"]
+
+
+def test_a_broken_zip_becomes_one_failed_item(client, users):
+    headers = users["alice"]["headers"]
+    r = client.post("/api/v1/jobs", data={"archive": (io.BytesIO(b"PK\x03\x04 no"), "broken.zip")}, headers=headers)
+    [item] = client.get(r.get_json()["status_url"], headers=headers).get_json()["items"]
+    assert item["state"] == "failed" and "not a readable .zip" in item["error"]
+
+
+def test_running_jobs_per_user_are_capped_with_retry_after(app, client, users):
+    app.config["MAX_ACTIVE_JOBS"] = 2
+    for _ in range(2):
+        assert post_job(client, users["alice"]["headers"], ("a.jpg", b"x")).status_code == 202
+    r = post_job(client, users["alice"]["headers"], ("a.jpg", b"x"))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 30 and "limit 2" in error_of(r)["message"]
+    assert post_job(client, users["bob"]["headers"], ("a.jpg", b"x")).status_code == 202  # per user
+
+
+def test_submissions_are_rate_limited_per_user_with_retry_after(app, client, users):
+    app.config["SUBMIT_RATE_LIMIT"] = "2 per minute"
+    codes = [post_job(client, users["alice"]["headers"], ("a.jpg", b"x")).status_code for _ in range(3)]
+    r = post_job(client, users["alice"]["headers"], ("a.jpg", b"x"))
+    assert codes == [202, 202, 429] and r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
+def test_a_queued_job_has_no_zip_and_cannot_be_retried_yet(client, users):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg())).get_json()["job_id"]
+    assert client.get(f"/api/v1/jobs/{job}/download", headers=headers).status_code == 409
+    assert client.get(f"/api/v1/jobs/{job}/items/0", headers=headers).status_code == 409
+    r = client.post(f"/api/v1/jobs/{job}/retry", headers=headers)
+    assert r.status_code == 409 and "still queued" in error_of(r)["message"]
+
+
+def test_my_jobs_lists_only_mine_newest_first(client, users):
+    mine = [post_job(client, users["alice"]["headers"], ("a.jpg", b"x")).get_json()["job_id"] for _ in range(2)]
+    post_job(client, users["bob"]["headers"], ("b.jpg", b"x"))
+    listed = client.get("/api/v1/jobs", headers=users["alice"]["headers"]).get_json()["jobs"]
+    assert [j["job_id"] for j in listed] == mine[::-1]
+
+
+def job_routes(job: str) -> list[tuple[str, str]]:
+    base = f"/api/v1/jobs/{job}"
+    return [("GET", base), ("GET", f"{base}/events"), ("GET", f"{base}/download"), ("GET", f"{base}/items/0"),
+            ("GET", f"{base}/items/0?variant=input"), ("POST", f"{base}/retry"), ("POST", f"{base}/recompose"),
+            ("DELETE", base)]
+
+
+def test_another_users_job_is_404_on_every_route_and_survives(client, users):
+    job = post_job(client, users["alice"]["headers"], ("a.jpg", small_jpeg())).get_json()["job_id"]
+    for method, url in job_routes(job):
+        r = client.open(url, method=method, headers=users["bob"]["headers"])
+        assert r.status_code == 404 and error_of(r)["code"] == "job_not_found", (method, url)
+    assert client.get(f"/api/v1/jobs/{job}", headers=users["alice"]["headers"]).status_code == 200
+
+
+def test_an_unknown_or_malformed_job_id_is_the_same_404(client, users):
+    for job in ("0" * 32, "a.b", "x" * 100):
+        r = client.get(f"/api/v1/jobs/{job}", headers=users["alice"]["headers"])
+        assert r.status_code == 404 and error_of(r)["code"] == "job_not_found"
+
+
+def test_every_api_route_without_credentials_is_401(app, client):
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith(("/api/", "/v1.0/"))]
+    assert len(rules) >= 12
+    for rule in rules:
+        url = rule.rule.replace("<job>", "0" * 32).replace("<int:i>", "0")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            r = client.open(url, method=method)
+            assert r.status_code == 401, (method, url)
+            assert "X-Api-Key" in error_of(r)["message"] and r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_healthz_needs_no_user_and_pages_carry_security_headers(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.get_json() == {"status": "ok"}
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+def test_openapi_describes_every_route(app, client, users):
+    spec = client.get("/api/v1/openapi.json", headers=users["alice"]["headers"]).get_json()
+    documented = set(spec["paths"])
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(("/api/", "/v1.0/")):
+            path = rule.rule.replace("<job>", "{job}").replace("<int:i>", "{i}")
+            assert path in documented, path
+
+
+# --- with workers: the whole path -------------------------------------------------------------------
+
+def test_a_job_runs_to_a_zip_with_every_item_and_its_images(client, users, workers):
+    headers = users["alice"]["headers"]
+    photo = small_jpeg()
+    r = post_job(client, headers, ("coffee.jpg", photo), ("notes.jpg", b"not an image"), format="webp")
+    status = wait_done(client, headers, r.get_json()["job_id"])
+    assert (status["status"], status["done"], status["failed"]) == ("done", 1, 1)
+    ok, bad = status["items"]
+    assert "notes.jpg" in bad["error"] and bad["output_url"] is None
+    assert client.get(ok["input_url"], headers=headers).data == photo
+    output = client.get(ok["output_url"], headers=headers)
+    assert output.mimetype == "image/webp" and Image.open(io.BytesIO(output.data)).size == (320, 240)
+    alpha = Image.open(io.BytesIO(client.get(ok["alpha_url"], headers=headers).data))
+    assert alpha.mode == "L" and alpha.size == (320, 320)
+    download = client.get(status["download_url"], headers=headers)
+    assert download.mimetype == "application/zip" and "attachment" in download.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(download.data)) as zf:
+        assert zf.namelist() == ["coffee.webp", "manifest.json"]
+        assert json.loads(zf.read("manifest.json"))["summary"] == {"total": 2, "done": 1, "failed": 1}
+
+
+def test_events_stream_a_snapshot_then_progress_until_done(client, users, workers):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg()), ("b.jpg", small_jpeg("chelsea"))).get_json()["job_id"]
+    r = client.get(f"/api/v1/jobs/{job}/events", headers=headers)
+    assert r.mimetype == "text/event-stream" and r.headers["Cache-Control"] == "no-cache"
+    events = [block for block in r.get_data(as_text=True).split("\n\n") if block.startswith(("event:", "id:"))]
+    assert events[0].startswith("event: snapshot")
+    last = json.loads(events[-1].rsplit("data: ", 1)[1])
+    assert last["status"] == "done" and last["done"] == "2" and last["total"] == "2"
+    # A finished job's stream is its snapshot alone.
+    again = client.get(f"/api/v1/jobs/{job}/events", headers=headers).get_data(as_text=True)
+    assert again.count("event: ") == 1 and '"status": "done"' in again
+
+
+def test_recompose_changes_the_format_and_retry_reruns_only_failures(client, users, workers):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg()), ("bad.jpg", b"junk")).get_json()["job_id"]
+    wait_done(client, headers, job)
+    r = client.post(f"/api/v1/jobs/{job}/recompose", data={"format": "jpg", "bg_color": "#00ff00"}, headers=headers)
+    assert r.status_code == 202 and r.get_json()["recomposed"] == [0]
+    status = wait_done(client, headers, job)
+    assert status["options"]["bg_color"] == "#00ff00" and status["items"][0]["output_url"]
+    jpg = Image.open(io.BytesIO(client.get(status["items"][0]["output_url"], headers=headers).data))
+    assert jpg.format == "JPEG" and jpg.convert("RGB").getpixel((0, 0))[1] > 200
+    storage = client.application.extensions["cutout"].storage
+    storage.put(keys.input_key(job, 1), small_jpeg("chelsea"))  # the user's fixed file
+    r = client.post(f"/api/v1/jobs/{job}/retry", headers=headers)
+    assert r.status_code == 202 and r.get_json()["retried"] == [1]
+    assert wait_done(client, headers, job)["done"] == 2
+
+
+def test_delete_removes_the_record_and_every_file(client, users, workers):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg())).get_json()["job_id"]
+    wait_done(client, headers, job)
+    storage = client.application.extensions["cutout"].storage
+    assert storage.exists(keys.zip_key(job))
+    assert client.delete(f"/api/v1/jobs/{job}", headers=headers).status_code == 204
+    assert client.get(f"/api/v1/jobs/{job}", headers=headers).status_code == 404
+    assert not (storage.root / keys.job_prefix(job)).exists()
+
+
+def test_remove_answers_one_image_with_its_cutout(client, users, workers):
+    headers = users["alice"]["headers"]
+    r = client.post("/api/v1/remove", data={"image": (io.BytesIO(small_jpeg()), "c.jpg"), "format": "png"},
+                    headers=headers)
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert Image.open(io.BytesIO(r.data)).mode == "RGBA"
+
+
+def test_remove_explains_an_image_that_fails(client, users, workers):
+    r = client.post("/api/v1/remove", data={"image": (io.BytesIO(b"%PDF-1.7"), "scan.jpg")},
+                    headers=users["alice"]["headers"])
+    assert r.status_code == 422 and "scan.jpg" in error_of(r)["message"]
+
+
+def test_remove_takes_exactly_one_image(client, users):
+    two = {"image": [(io.BytesIO(b"x"), "a.jpg"), (io.BytesIO(b"y"), "b.jpg")]}
+    r = client.post("/api/v1/remove", data=two, headers=users["alice"]["headers"])
+    assert r.status_code == 400 and "exactly one file" in error_of(r)["message"]

@@ -1,0 +1,118 @@
+"""GET /api/v1/openapi.json: the API described for clients and generators (OpenAPI 3.1)."""
+
+from flask import Blueprint, jsonify
+
+from web.auth import api_user_required
+from web.forms import FIELDS
+
+bp = Blueprint("openapi", __name__)
+
+_OPTION_TYPES = {"alpha_threshold": "integer", "erode_kernel": "integer", "feather_radius": "integer",
+                 "quality": "integer", "feather_edge": "boolean", "refine": "boolean", "despill": "boolean",
+                 "mask": "boolean", "crop": "boolean"}
+OPTIONS = {name: {"type": _OPTION_TYPES.get(name, "string")} for name in FIELDS} | {
+    "format": {"type": "string", "enum": ["png", "jpg", "webp"]},
+    "preset": {"type": "string", "enum": ["id-photo", "ecommerce", "avatar"]},
+    "bg_color": {"type": "string", "description": "#rrggbb, #rrggbbaa, rrggbb or a CSS colour name"},
+}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB_PATH = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _multipart(properties: dict, required: list[str] | None = None) -> dict:
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _json(description: str, schema: dict | None = None) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def _errors(*codes: int) -> dict:
+    meaning = {400: "invalid input; the message says what to change", 401: "no or invalid credentials",
+               404: "no such job among yours", 409: "not in a state that allows this", 413: "upload too large",
+               422: "the image could not be processed", 429: "too many requests or running jobs (Retry-After)",
+               504: "still working; follow the job"}
+    return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
+_BINARY = {"type": "string", "format": "binary"}
+_IMAGE = {"description": "the cutout", "content": {f"image/{t}": {"schema": _BINARY} for t in ("png", "jpeg", "webp")}}
+
+SPEC = {
+    "openapi": "3.1.0",
+    "info": {"title": "cutout", "version": "1", "description": "Background removal for one photo or thousands."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                            "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
+        "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}}}}},
+    },
+    "security": [{"bearer": []}, {"apiKey": []}],
+    "paths": {
+        "/api/v1/jobs": {
+            "post": {"summary": "Start a batch job", "requestBody": _multipart(
+                {"images": _FILES, "archive": _BINARY} | OPTIONS),
+                "responses": {"202": _json("accepted: {job_id, status_url, events_url, total}")
+                              } | _errors(400, 401, 413, 429)},
+            "get": {"summary": "My jobs, newest first", "responses": {"200": _json("{jobs: [...]}")} | _errors(401)},
+        },
+        "/api/v1/jobs/{job}": {
+            "parameters": _JOB_PATH,
+            "get": {"summary": "Status, counters and items", "responses": {"200": _json(
+                "{job_id, status (queued|running|done|failed), total, done, failed, items, download_url}")}
+                | _errors(401, 404)},
+            "delete": {"summary": "Delete the job and its files", "responses": {"204": {"description": "deleted"}}
+                       | _errors(401, 404)},
+        },
+        "/api/v1/jobs/{job}/events": {"parameters": _JOB_PATH, "get": {
+            "summary": "Progress as Server-Sent Events (snapshot, then progress)",
+            "responses": {"200": {"description": "text/event-stream",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+            | _errors(401, 404)}},
+        "/api/v1/jobs/{job}/download": {"parameters": _JOB_PATH, "get": {
+            "summary": "The zip (a redirect to a presigned URL on S3)",
+            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": _BINARY}}},
+                          "302": {"description": "presigned URL"}} | _errors(401, 404, 409)}},
+        "/api/v1/jobs/{job}/items/{i}": {
+            "parameters": _JOB_PATH + [
+                {"name": "i", "in": "path", "required": True, "schema": {"type": "integer"}},
+                {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["output", "alpha", "input"]}}],
+            "get": {"summary": "One image of the job", "responses": {"200": {"description": "the image"}}
+                    | _errors(400, 401, 404, 409)}},
+        "/api/v1/jobs/{job}/retry": {"parameters": _JOB_PATH, "post": {
+            "summary": "Run again what failed or never finished", "responses": {"202": _json("{retried: [...]}")}
+            | _errors(401, 404, 409)}},
+        "/api/v1/jobs/{job}/recompose": {"parameters": _JOB_PATH, "post": {
+            "summary": "New options from the stored alpha maps (no GPU)",
+            "requestBody": _multipart(OPTIONS), "responses": {"202": _json("{recomposed: [...]}")}
+            | _errors(400, 401, 404, 409)}},
+        "/api/v1/remove": {"post": {
+            "summary": "One image in, its cutout back",
+            "requestBody": _multipart({"image": _BINARY} | OPTIONS, ["image"]),
+            "responses": {"200": _IMAGE} | _errors(400, 401, 422, 429, 504)}},
+        "/api/batch-process": {"post": {
+            "summary": "The original WebUI's batch call; waits for the batch",
+            "requestBody": _multipart({"images": _FILES} | {k: OPTIONS[k] for k in (
+                "format", "bg_color", "alpha_threshold", "feather_edge", "erode_kernel")}, ["images"]),
+            "responses": {"200": _json("{status: completed, count, download_url}")} | _errors(400, 401, 504)}},
+        "/v1.0/removebg": {"post": {
+            "summary": "remove.bg-compatible", "requestBody": _multipart({
+                "image_file": _BINARY, "image_file_b64": {"type": "string"}, "image_url": {"type": "string"},
+                "size": {"type": "string"}, "format": {"type": "string", "enum": ["auto", "png", "jpg", "webp"]},
+                "bg_color": {"type": "string"}, "channels": {"type": "string", "enum": ["rgba", "alpha"]},
+                "crop": {"type": "boolean"}}),
+            "responses": {"200": _IMAGE, "400": {"description": 'remove.bg errors: {"errors": [{title, code}]}'},
+                          "401": {"description": "no or invalid X-Api-Key"}}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI")}}},
+    },
+}
+
+
+@bp.get("/api/v1/openapi.json")
+@api_user_required
+def openapi():
+    return jsonify(SPEC)
