@@ -21,11 +21,9 @@ install: $(STAMP)
 weights: install
 	$(VENV)/bin/cutout weights
 
-# Until the service lands, `make run` cuts out the bundled sample photos.
+# The whole service on this machine: Redis, workers, Flower and the portal (cutout_cli/serve.py).
 run: weights
-	rm -rf out/samples
-	$(VENV)/bin/cutout batch tests/data/*.jpg -o out/samples
-	@echo "cutouts and manifest.json in out/samples/"
+	$(VENV)/bin/cutout serve
 
 test: weights
 	$(PY) -m pytest

