@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +55,10 @@ class Child:
     restart_at: float | None = None  # when a dead child is due to start again
 
     def start(self) -> None:
+        metrics_dir = self.env.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:  # samples of an earlier run's processes would be merged in as if alive
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.makedirs(metrics_dir)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -120,7 +125,7 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
     for sub in ("redis", "logs"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     ports = {"PORT": _port(env, "PORT", 8000), "FLOWER_PORT": _port(env, "FLOWER_PORT", 5555),
-             "REDIS_PORT": _port(env, "REDIS_PORT", 6379)}
+             "REDIS_PORT": _port(env, "REDIS_PORT", 6379), "METRICS_PORT": _port(env, "METRICS_PORT", 9101)}
     redis_url = f"redis://127.0.0.1:{ports['REDIS_PORT']}/0"
     flower_user = env.get("CUTOUT_FLOWER_USER") or "admin"
     flower_password = env.get("CUTOUT_FLOWER_PASSWORD") or _secret(home, "flower-password")
@@ -145,10 +150,13 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
         Child("flower", celery + ["flower", f"--port={ports['FLOWER_PORT']}", "--address=127.0.0.1",
                                   f"--basic-auth={flower_user}:{flower_password}"],
               child_env, log / "flower.log"),
-        Child("web", [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{ports['PORT']}", "--worker-class", "gthread",
-                      "--workers", "2", "--threads", "16", "--timeout", "300", "web:create_app()"],
-              child_env, log / "web.log"),
+        Child("web", [str(bin_dir / "gunicorn"), "-c", "python:web.gunicorn_conf", "--workers", "2",
+                      "--bind", f"127.0.0.1:{ports['PORT']}", "web:create_app()"], child_env, log / "web.log"),
     ]
+    for n, child in enumerate(c for c in children if c.name != "redis"):
+        child.env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics" / child.name)}
+        if child.queue:  # each worker serves its /metrics on its own port: METRICS_PORT, METRICS_PORT + 1
+            child.env["CUTOUT_METRICS_PORT"] = str(ports["METRICS_PORT"] + n)
     info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
             "flower_password": flower_password}
     return info, children
@@ -175,6 +183,7 @@ def serve(env: dict | None = None) -> int:
     info, children = plan(env)
     for name, port in info["ports"].items():
         _check_free(port, name)
+    _check_free(info["ports"]["METRICS_PORT"] + 1, "METRICS_PORT")
     stopping = False
 
     def _stop(signum, _frame):
@@ -245,6 +254,8 @@ def _announce(info: dict, demo: dict, children: list[Child]) -> None:
         f"  Flower          http://127.0.0.1:{ports['FLOWER_PORT']}/  ({info['flower_user']} / "
         f"{info['flower_password']})",
         f"  Redis           {info['redis_url']}",
+        f"  metrics         http://127.0.0.1:{ports['PORT']}/metrics, workers on :{ports['METRICS_PORT']} (gpu) "
+        f"and :{ports['METRICS_PORT'] + 1} (cpu)",
         f"  data and logs   {info['home']}",
         "  processes       " + ", ".join(f"{c.name} {c.proc.pid}" for c in children),
         "",

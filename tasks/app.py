@@ -2,9 +2,17 @@
 
 import os
 import sys
+import time
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    before_task_publish,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from tasks.settings import Settings
 
@@ -75,3 +83,46 @@ def _check_device(**_):
             # SystemExit, because Celery logs and ignores an Exception raised by a signal handler.
             print(f"cutout worker: {err}", file=sys.stderr)
             raise SystemExit(2) from err
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger, **_):
+    from tasks import logs
+
+    if logs.json_enabled():
+        logs.use_json(logger)
+
+
+@before_task_publish.connect
+def _stamp_sent(headers, **_):
+    # Read back in task_prerun: how long the message waited in its queue.
+    headers.setdefault("cutout_sent_at", time.time())
+
+
+@task_prerun.connect
+def _queue_wait(task, **_):
+    from tasks import metrics
+
+    queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
+    metrics.observe_queue_wait(queue, getattr(task.request, "cutout_sent_at", None))
+
+
+@worker_init.connect
+def _serve_metrics(**_):
+    """The worker's /metrics (its pool children's samples merged), on CUTOUT_METRICS_PORT if set."""
+    port = os.environ.get("CUTOUT_METRICS_PORT")
+    if port:
+        from prometheus_client import start_http_server
+
+        from tasks import metrics
+
+        start_http_server(int(port), registry=metrics.registry(app.conf.cutout.broker_url))
+
+
+@worker_process_shutdown.connect
+def _forget_child(pid, **_):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from matting_core.preprocess import to_batch
+from tasks import metrics
 
 if TYPE_CHECKING:
     from matting_core.model import MattingModel
@@ -77,5 +78,11 @@ class Batcher:
             return
         with self._lock:
             self.sizes = (self.sizes + [len(batch)])[-1000:]
+        metrics.batch_size.observe(len(batch))
+        device = getattr(self.model, "device", None)
+        if device is not None and device.type == "cuda":
+            import torch
+
+            metrics.gpu_memory.set(torch.cuda.memory_allocated(device))
         for (_, done), alpha in zip(batch, alphas, strict=True):
             done.set_result((alpha, len(batch)))

@@ -13,7 +13,7 @@ from matting_core import decode, encode, pipeline
 from matting_core.errors import CutoutError
 from matting_core.options import Options
 from matting_core.registry import get_spec
-from tasks import keys
+from tasks import keys, metrics
 from tasks.app import app
 from tasks.context import batcher, jobs, settings, storage
 from tasks.packaging import write_zip
@@ -25,6 +25,9 @@ _DELETED = {"status": "failed", "error": "the job was deleted"}
 
 
 def _fail(job: str, i: int, reason: str) -> dict:
+    # The one place an item fails: its reason is logged here, once.
+    log.warning("item failed", extra={"job": job, "item": i, "reason": reason})
+    metrics.images_total.labels("failed").inc()
     jobs().update_item(job, i, "failed", error=reason)
     return {"i": i, "status": "failed", "error": reason}
 
@@ -109,6 +112,9 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
     except Exception as err:  # noqa: BLE001 - a bug or a misconfiguration fails this item, not the chord
         return _unexpected(job, i, item["name"], err)
     jobs().update_item(job, i, "done", output_key=key, timings=_rounded(timings))
+    metrics.images_total.labels("done").inc()
+    metrics.observe_timings(timings.ms)
+    log.info("item done", extra={"job": job, "item": i, "ms": _rounded(timings)})
     return {"i": i, "status": "done", "key": key}
 
 
@@ -118,17 +124,23 @@ def package(self, job: str) -> dict:
     is the truth, so a retry that re-ran only some items still packages all of them)."""
     if not jobs().exists(job):
         return {"zip": None}
+    start = time.perf_counter()
     try:
         zip_key = write_zip(storage(), jobs(), job, get_spec("u2netp"))
     except TRANSIENT_ERRORS as err:
         raise self.retry(exc=err, countdown=2 ** self.request.retries) from err
+    metrics.stage_duration.labels("package").observe(time.perf_counter() - start)
+    metrics.jobs_total.labels("done").inc()
     jobs().set_status(job, "done", zip_key=zip_key, finished=time.time())
+    log.info("job done", extra={"job": job, "zip": zip_key})
     return {"zip": zip_key}
 
 
 @app.task(name="cutout.mark_failed")
 def mark_failed(request, exc, traceback, job: str) -> None:
     """Errback of the chord body: a job whose packaging died says so instead of staying `running`."""
+    log.error("job failed", extra={"job": job, "reason": str(exc)})
+    metrics.jobs_total.labels("failed").inc()
     jobs().set_status(job, "failed", error=f"packaging failed: {exc}; retry the job")
 
 

@@ -3,8 +3,13 @@
     gunicorn 'web:create_app()'
 """
 
-from flask import Flask, jsonify
+import logging
+import time
 
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tasks import logs, metrics
 from tasks.app import app as celery_app
 from tasks.app import configure
 from tasks.jobs import JobStore
@@ -43,6 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     limiter.init_app(app)
     errors.register(app)
+    _setup_logging(app)
 
     from web import api, auth, compat, openapi, portal
 
@@ -60,10 +66,39 @@ def create_app(config: dict | None = None) -> Flask:
     def healthz():
         return jsonify({"status": "ok"})
 
+    @app.get("/metrics")
+    @limiter.exempt
+    def metrics_view():
+        # Unauthenticated like any Prometheus target: the NetworkPolicy lets only Prometheus reach it.
+        return Response(metrics.exposition(metrics.registry(settings.broker_url)), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.before_request
+    def _start_clock():
+        g.started = time.perf_counter()
+
     @app.after_request
-    def _headers(response):
+    def _finish(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"  # bounded: routes, not URLs
+        metrics.http_duration.labels(request.method, endpoint, str(response.status_code)).observe(seconds)
+        log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
+                                   "ms": round(seconds * 1000, 1), "user": g.get("user")})
         return response
 
     return app
+
+
+log = logging.getLogger("cutout.web")
+
+
+def _setup_logging(app: Flask) -> None:
+    """JSON lines on stderr (gunicorn passes them through); the test client keeps pytest's capture."""
+    if app.testing or not logs.json_enabled():
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    logs.use_json(root)
+    log.setLevel(logging.INFO)

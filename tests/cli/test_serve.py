@@ -26,7 +26,8 @@ class Served:
     """A running `cutout serve` with its output collected line by line."""
 
     def __init__(self, home: Path):
-        self.ports = {"PORT": free_port(), "FLOWER_PORT": free_port(), "REDIS_PORT": free_port()}
+        self.ports = {"PORT": free_port(), "FLOWER_PORT": free_port(), "REDIS_PORT": free_port(),
+                      "METRICS_PORT": free_port()}
         env = {**os.environ, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu"}
         env |= {f"CUTOUT_{name}": str(port) for name, port in self.ports.items()}
         self.home, self.lines = home, []
@@ -127,6 +128,20 @@ def test_serve_runs_the_portal_flower_and_a_batch_through_a_killed_worker(served
     assert re.search(r"put \d+ unfinished gpu tasks of worker-gpu back", served.output()), served.output()
     record = wait_until(lambda: (r := job())["status"] in ("done", "failed") and r, 150, "the job did not finish")
     assert (record["status"], record["done"], record["failed"]) == ("done", 8, 0), served.output()
+
+    web_metrics = http(served.url("/metrics"))[1].decode()
+    assert 'cutout_queue_length{queue="gpu"}' in web_metrics
+    assert 'cutout_http_request_duration_seconds_count{endpoint="/api/v1/jobs",method="POST",status="202"}' \
+        in web_metrics
+    gpu = http(served.url("/metrics", "METRICS_PORT"))[1].decode()
+    assert "cutout_inference_batch_size_count" in gpu and 'cutout_queue_wait_seconds_count{queue="gpu"}' in gpu
+    cpu = http(f"http://127.0.0.1:{served.ports['METRICS_PORT'] + 1}/metrics")[1].decode()
+    done = float(re.search(r'cutout_images_total\{outcome="done"\} (\S+)', cpu).group(1))
+    assert done >= 8 and 'cutout_stage_duration_seconds_count{stage="encode"}' in cpu
+    # Worker logs are JSON lines with the job as a field.
+    lines = [json.loads(line) for line in (served.home / "logs" / "worker-cpu.log").read_text().splitlines()
+             if line.startswith("{")]
+    assert any(line.get("message") == "item done" and line.get("job") for line in lines)
 
 
 def test_sigterm_stops_every_process_it_started(served):
