@@ -9,7 +9,8 @@ import functools
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
-from flask_wtf.csrf import CSRFError, validate_csrf
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
 
 from web.errors import ApiError
 from web.extensions import services
@@ -48,8 +49,8 @@ def api_user_required(view):
         if not g.by_key and request.method not in ("GET", "HEAD", "OPTIONS"):
             try:
                 validate_csrf(request.headers.get("X-CSRFToken") or request.form.get("csrf_token"))
-            except CSRFError as err:
-                raise ApiError(400, "csrf_failed", f"{err.description}; reload the page and try again") from None
+            except ValidationError as err:
+                raise ApiError(400, "csrf_failed", f"{err.args[0]}; reload the page and try again") from None
         return view(*args, **kwargs)
     return wrapped
 

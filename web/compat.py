@@ -36,35 +36,22 @@ def batch_process():
                     "download_url": url_for("api.download", job=job)})
 
 
-class RemoveBgError(ApiError):
-    """remove.bg's error shape, which its SDKs parse: {"errors": [{"title", "code", "detail"}]}."""
-
-
-@bp.errorhandler(RemoveBgError)
-def _removebg_error(err: RemoveBgError):
-    body = {"errors": [{"title": err.message, "code": err.code, "detail": err.message}]}
-    return jsonify(body), err.status, err.headers
-
-
 def _removebg_options():
     form = request.form
     fmt = (form.get("format") or "auto").lower()
     if fmt == "zip":
-        raise RemoveBgError(400, "unsupported_format", "format=zip is not offered; use png, jpg, webp or auto")
+        raise ApiError(400, "unsupported_format", "format=zip is not offered; use png, jpg, webp or auto")
     if (form.get("size") or "auto").lower() not in _SIZES:
-        raise RemoveBgError(400, "invalid_size", f"size={form.get('size')!r}: use one of {', '.join(sorted(_SIZES))}")
+        raise ApiError(400, "invalid_size", f"size={form.get('size')!r}: use one of {', '.join(sorted(_SIZES))}")
     channels = (form.get("channels") or "rgba").lower()
     if channels not in ("rgba", "alpha"):
-        raise RemoveBgError(400, "invalid_channels", f"channels={channels!r}: use rgba or alpha")
+        raise ApiError(400, "invalid_channels", f"channels={channels!r}: use rgba or alpha")
     bg = form.get("bg_color") or None
     # remove.bg's "auto": PNG while the result is transparent, JPG once it sits on a colour.
     fmt = ("jpg" if bg else "png") if fmt == "auto" else fmt
     values = {"format": fmt, "bg_color": bg, "crop": form.get("crop") or "false",
               "mask": "true" if channels == "alpha" else "false"}
-    try:
-        return forms.parse(values)
-    except ApiError as err:
-        raise RemoveBgError(400, err.code, err.message) from None
+    return forms.parse(values)
 
 
 def _removebg_image() -> tuple[str, bytes]:
@@ -76,7 +63,7 @@ def _removebg_image() -> tuple[str, bytes]:
         try:
             data = base64.b64decode(request.form["image_file_b64"], validate=True)
         except (binascii.Error, ValueError):
-            raise RemoveBgError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
+            raise ApiError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
         name = "image_file_b64"
     elif request.form.get("image_url"):
         url = request.form["image_url"]
@@ -85,11 +72,11 @@ def _removebg_image() -> tuple[str, bytes]:
                                            timeout=current_app.config["FETCH_TIMEOUT"],
                                            allow=current_app.config.get("FETCH_ALLOW", ()))
         except fetch.FetchError as err:
-            raise RemoveBgError(400, "image_url_refused", str(err)) from None
+            raise ApiError(400, "image_url_refused", str(err)) from None
     else:
-        raise RemoveBgError(400, "missing_source", "send one of image_file, image_file_b64 or image_url")
+        raise ApiError(400, "missing_source", "send one of image_file, image_file_b64 or image_url")
     if len(data) > current_app.config["MAX_FILE_BYTES"]:
-        raise RemoveBgError(400, "file_too_large", f"{name} is larger than the "
+        raise ApiError(400, "file_too_large", f"{name} is larger than the "
                                                    f"{current_app.config['MAX_FILE_BYTES'] // 2**20} MB limit")
     return name, data
 
@@ -103,10 +90,7 @@ def removebg():
     name, data = _removebg_image()
     check_active_jobs()
     job = create_job(services().storage, services().jobs, g.user, [(name, data)], options)
-    try:
-        result: Response = single_result(job)
-    except ApiError as err:
-        raise RemoveBgError(err.status, err.code, err.message, err.headers) from None
+    result: Response = single_result(job)
     body = result.get_data()
     with Image.open(io.BytesIO(body)) as im:
         width, height = im.size

@@ -11,7 +11,12 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    response = jsonify({"error": {"code": code, "message": message}})
+    if request.path.startswith("/v1.0/"):
+        # remove.bg's shape, which its SDKs parse, for every error on its endpoint (401, 413, 429 too).
+        body = {"errors": [{"title": message, "code": code, "detail": message}]}
+    else:
+        body = {"error": {"code": code, "message": message}}
+    response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
     return response

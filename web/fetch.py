@@ -6,16 +6,18 @@ routable) addresses pass, so loopback, private, link-local (cloud metadata at
 hidden behind a DNS name or an IPv4-mapped IPv6 address. The connection then
 goes to the checked address itself (no second lookup an attacker's DNS could
 answer differently), redirects are followed by hand and checked the same way,
-and size and time are capped.
+the size is capped, and one deadline covers everything: a watchdog shuts the
+socket when it passes, so a server dripping a byte at a time cannot hold on.
 """
 
+import http.client
 import ipaddress
 import socket
+import ssl
+import threading
 import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
-
-import urllib3
 
 MAX_REDIRECTS = 3
 _CHUNK = 64 * 1024
@@ -24,6 +26,10 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 class FetchError(ValueError):
     """The URL was refused or could not be fetched; the message says which and why."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB"
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -38,15 +44,37 @@ def _resolve(host: str, port: int, allow: tuple[str, ...]) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise FetchError(f"image_url host {host!r} does not resolve; check the URL") from None
-    addresses = {info[4][0] for info in infos}
-    for address in sorted(addresses):
+    addresses = sorted({info[4][0] for info in infos})
+    for address in addresses:
         if f"{address}:{port}" not in allow and not _public(ipaddress.ip_address(address)):
             raise FetchError(f"image_url host {host!r} resolves to {address}, a private or reserved address; "
                              "only public addresses can be fetched, so upload the file instead")
-    return sorted(addresses)[0]
+    return addresses[0]
 
 
-def _open(url: str, timeout: float, allow: tuple[str, ...]):
+class _Watchdog:
+    """Shuts the socket down at the deadline, which wakes any read blocked on it."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        self.fired = False
+        self._sock = sock
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _request(url: str, deadline: float, allow: tuple[str, ...]):
+    """(connection, response, watchdog) for one GET of `url`, after the address checks."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"image_url {url!r} must be an http:// or https:// URL")
@@ -54,30 +82,45 @@ def _open(url: str, timeout: float, allow: tuple[str, ...]):
         raise FetchError("image_url must not carry a user name or password")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = _resolve(parts.hostname, port, allow)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    settings = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "retries": False, "maxsize": 1}
-    if parts.scheme == "https":
-        # Connect to the checked address but verify the certificate for the name the user gave.
-        pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=parts.hostname,
-                                           assert_hostname=parts.hostname, **settings)
-    else:
-        pool = urllib3.HTTPConnectionPool(address, port, **settings)
+    left = deadline - time.monotonic()
     try:
-        return pool.urlopen("GET", path, headers={"Host": host_header, "User-Agent": "cutout"}, redirect=False,
-                            preload_content=False)
-    except urllib3.exceptions.HTTPError as err:
-        raise FetchError(f"image_url {url!r} could not be fetched ({type(err).__name__})") from None
+        sock = socket.create_connection((address, port), timeout=max(0.1, left))
+        if parts.scheme == "https":
+            # Connected to the checked address; the certificate is verified for the name the user gave.
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+    except (OSError, ssl.SSLError) as err:
+        raise FetchError(f"image_url {url!r} could not be reached ({err})") from None
+    watchdog = _Watchdog(sock, deadline - time.monotonic())
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literals keep brackets
+    conn = http.client.HTTPConnection(host, port)
+    conn.sock = sock
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("GET", path, headers={"Host": host if parts.port is None else f"{host}:{parts.port}",
+                                           "User-Agent": "cutout", "Accept": "image/*"})
+        return conn, conn.getresponse(), watchdog
+    except (OSError, http.client.HTTPException) as err:
+        watchdog.cancel()
+        conn.close()
+        raise _failure(url, err, watchdog, deadline) from None
+
+
+def _failure(url: str, err: Exception, watchdog: _Watchdog, deadline: float) -> FetchError:
+    if watchdog.fired or time.monotonic() >= deadline:
+        return FetchError(f"image_url {url!r} took too long to answer; upload the file instead")
+    return FetchError(f"image_url {url!r} could not be fetched ({type(err).__name__}: {err})")
 
 
 def fetch_image(url: str, *, max_bytes: int, timeout: float, allow: tuple[str, ...] = ()) -> tuple[str, bytes]:
     """(a file name, the body) of `url`. `allow` lists "address:port" exceptions (tests only)."""
     deadline = time.monotonic() + timeout
+    allow = tuple(allow)
     for _ in range(MAX_REDIRECTS + 1):
-        response = _open(url, timeout, tuple(allow))
-        if response.status in _REDIRECTS and response.headers.get("Location"):
-            response.release_conn()
-            url = urljoin(url, response.headers["Location"])
+        conn, response, watchdog = _request(url, deadline, allow)
+        if response.status in _REDIRECTS and response.getheader("Location"):
+            watchdog.cancel()
+            conn.close()
+            url = urljoin(url, response.getheader("Location"))
             continue
         break
     else:
@@ -85,18 +128,19 @@ def fetch_image(url: str, *, max_bytes: int, timeout: float, allow: tuple[str, .
     try:
         if response.status != 200:
             raise FetchError(f"image_url {url!r} answered HTTP {response.status}")
-        if int(response.headers.get("Content-Length") or 0) > max_bytes:
-            raise FetchError(f"image_url {url!r} is larger than the {max_bytes // 2**20} MB limit")
+        if int(response.getheader("Content-Length") or 0) > max_bytes:
+            raise FetchError(f"image_url {url!r} is larger than the {_mb(max_bytes)} limit")
         body = bytearray()
-        for chunk in response.stream(_CHUNK):
+        while chunk := response.read1(_CHUNK):
             body += chunk
             if len(body) > max_bytes:
-                raise FetchError(f"image_url {url!r} is larger than the {max_bytes // 2**20} MB limit")
-            if time.monotonic() > deadline:
-                raise FetchError(f"image_url {url!r} took longer than {timeout:g} s to download")
-    except urllib3.exceptions.HTTPError as err:
-        raise FetchError(f"image_url {url!r} could not be read ({type(err).__name__})") from None
+                raise FetchError(f"image_url {url!r} is larger than the {_mb(max_bytes)} limit")
+        if watchdog.fired:  # the shutdown ends the body early: a short read is not the whole image
+            raise FetchError(f"image_url {url!r} took longer than {timeout:g} s to download")
+    except (OSError, http.client.HTTPException) as err:
+        raise _failure(url, err, watchdog, deadline) from None
     finally:
-        response.release_conn()
+        watchdog.cancel()
+        conn.close()
     name = PurePosixPath(unquote(urlsplit(url).path)).name or "image"
     return name, bytes(body)

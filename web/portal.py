@@ -1,7 +1,10 @@
 """The portal's pages: upload, one job, my jobs. Data comes from the API by fetch() and SSE."""
 
+from dataclasses import asdict
+
 from flask import Blueprint, g, render_template
 
+from matting_core.options import PRESETS, Options
 from web.api import own_job
 from web.auth import login_required
 from web.errors import ApiError
@@ -9,10 +12,15 @@ from web.errors import ApiError
 bp = Blueprint("portal", __name__)
 
 
+def _option_context() -> dict:
+    # The option controls fill themselves from these (a preset = the defaults, then its own values).
+    return {"presets": PRESETS, "defaults": asdict(Options())}
+
+
 @bp.get("/")
 @login_required
 def upload():
-    return render_template("upload.html")
+    return render_template("upload.html", **_option_context())
 
 
 @bp.get("/jobs")
@@ -28,4 +36,4 @@ def job(job):
         own_job(job)
     except ApiError:
         return render_template("not_found.html", what=f"job {job}"), 404
-    return render_template("job.html", job_id=job, user=g.user)
+    return render_template("job.html", job_id=job, user=g.user, **_option_context())

@@ -1,0 +1,43 @@
+"use strict";
+// My jobs: a table from GET /api/v1/jobs, newest first, each with a link and a Delete button.
+(() => {
+  const { el, api, showAlert } = cutout;
+  const root = document.getElementById("jobs");
+  const body = document.getElementById("jobs-body");
+  const alertBox = document.getElementById("jobs-alert");
+  const jobUrl = (id) => root.dataset.jobUrl.replace("JOB_ID", encodeURIComponent(id));
+  const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+  async function remove(job, row) {
+    if (!window.confirm(`Delete job ${job.job_id.slice(0, 8)} and all its files?`)) return;
+    try {
+      await api(`${root.dataset.listUrl}/${encodeURIComponent(job.job_id)}`, { method: "DELETE" });
+      row.remove();
+      if (!body.children.length) empty();
+    } catch (err) {
+      showAlert(alertBox, err.message);
+    }
+  }
+
+  function row(job) {
+    const tr = el("tr", {},
+      el("td", {}, el("a", { href: jobUrl(job.job_id), class: "mono" }, job.job_id.slice(0, 8))),
+      el("td", {}, el("span", { class: `badge badge-${job.status}` }, job.status)),
+      el("td", {}, `${job.done} / ${job.total}`, job.failed ? el("span", { class: "muted" }, ` · ${job.failed} failed`) : null),
+      el("td", { class: "muted" }, when.format(new Date(job.created * 1000))),
+      el("td", { class: "right" },
+        el("a", { class: "btn btn-sm", href: jobUrl(job.job_id) }, "Open"), " ",
+        el("button", { type: "button", class: "btn btn-sm btn-danger", onclick: () => remove(job, tr) }, "Delete")));
+    return tr;
+  }
+
+  function empty() {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "empty center" },
+      "No jobs yet. ", el("a", { href: root.dataset.uploadUrl }, "Upload some images"), " to start one.")));
+  }
+
+  api(root.dataset.listUrl).then(({ jobs }) => {
+    jobs.sort((a, b) => b.created - a.created);
+    if (jobs.length) body.replaceChildren(...jobs.map(row)); else empty();
+  }).catch((err) => { body.replaceChildren(); showAlert(alertBox, err.message); });
+})();
