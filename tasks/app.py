@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 import time
 
 from celery import Celery
@@ -57,9 +58,21 @@ def configure(app: Celery, settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
-        beat_schedule={"sweep-expired-jobs": {"task": "cutout.sweep", "schedule": 3600.0}},
+        beat_schedule={
+            "sweep-expired-jobs": {"task": "cutout.sweep", "schedule": 3600.0},
+            # A job whose messages were lost (a dead worker past its retries, a broker that lost
+            # data) would otherwise stay `running` forever; this fails it with a reason.
+            "fail-stalled-jobs": {"task": "cutout.watchdog", "schedule": 60.0},
+        },
     )
     app.conf.cutout = settings
+    # Configured again (the web app after an earlier configuration, or tests moving to another
+    # Redis): drop the connections Celery caches, or tasks would still go to the old broker.
+    # These are the attributes Celery itself resets after a fork (Celery._after_fork).
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+    app._local = threading.local()  # the per-thread result backend
     return app
 
 

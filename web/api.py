@@ -111,9 +111,11 @@ def status(job):
 @api_user_required
 def events(job):
     """Server-Sent Events: a snapshot, then one `progress` event per change, until the job ends."""
-    record = own_job(job)
     store = services().jobs
-    after = request.headers.get("Last-Event-ID") or request.args.get("after") or "$"
+    # The stream position first, then the record: an event landing in between is then sent,
+    # not lost between a stale snapshot and a stream that starts after it.
+    after = request.headers.get("Last-Event-ID") or request.args.get("after") or store.last_event_id(job)
+    record = own_job(job)
     deadline = time.monotonic() + 3600  # a browser reconnects by itself; a stream must not live forever
 
     def stream():
@@ -121,14 +123,14 @@ def events(job):
         yield f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
         if record["status"] not in ACTIVE:
             return
-        last = after if after != "$" else store.last_event_id(job)
+        last = after
         while time.monotonic() < deadline:
             batch = store.events(job, last, block_ms=10_000)
             if not batch:
                 yield ": keep-alive\n\n"  # proxies close idle connections
                 continue
             for last, event in batch:
-                yield f"id: {last}\nevent: progress\ndata: {json.dumps(event)}\n\n"
+                yield f"id: {last}\nevent: progress\ndata: {json.dumps(_typed(event))}\n\n"
                 if event.get("status") in ("done", "failed") and "i" not in event:
                     return
 
@@ -136,9 +138,14 @@ def events(job):
     return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
 
 
-def _serve(key: str, download_name: str, mimetype: str, as_attachment: bool = False):
+def _typed(event: dict) -> dict:
+    """Stream fields come back from Redis as strings; the counters go out as numbers, like the snapshot."""
+    return {k: int(v) if k in ("i", "done", "failed", "total") and str(v).isdigit() else v for k, v in event.items()}
+
+
+def _serve(key: str, download_name: str, mimetype: str, as_attachment: bool = False, redirect_ok: bool = False):
     storage = services().storage
-    if not isinstance(storage, LocalStorage):
+    if redirect_ok and not isinstance(storage, LocalStorage):
         return redirect(storage.url(key, expires=600))  # short-lived: a leaked link soon stops working
     try:
         stream = storage.open(key)
@@ -154,7 +161,7 @@ def download(job):
     record = own_job(job)
     if record["status"] != "done" or not record.get("zip_key"):
         raise ApiError(409, "not_ready", f"job {job} is {record['status']}; the zip exists once it is done")
-    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", as_attachment=True)
+    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", as_attachment=True, redirect_ok=True)
 
 
 @bp.get("/jobs/<job>/items/<int:i>")
@@ -176,6 +183,8 @@ def item(job, i):
     name = uploads.label(record["name"]).rsplit("!", 1)[-1]
     mimetype = ("image/png" if variant == "alpha" else
                 mimetypes.guess_type(key if variant == "output" else name)[0] or "application/octet-stream")
+    # Images stream through the app, even from S3: the portal's preview reads their pixels in a
+    # canvas, which a redirect to the bucket's origin would taint.
     return _serve(key, name, mimetype)
 
 

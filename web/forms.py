@@ -1,6 +1,6 @@
 """Options from form fields (or a JSON body), with errors that name the field and what it accepts."""
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from matting_core.options import Options, resolve_options
 from web.errors import ApiError
@@ -41,7 +41,12 @@ def parse(values, base: dict | None = None) -> Options:
             parsed[name] = str(value).strip().lower() if name == "format" else str(value).strip()
     if parsed.get("format") == "jpeg":
         parsed["format"] = "jpg"
+    # "transparent" (or "none") must beat a preset's colour, and None would mean "unset".
+    transparent = str(parsed.get("bg_color", "")).lower() in ("transparent", "none")
+    if transparent:
+        del parsed["bg_color"]
     try:
-        return resolve_options(values.get("preset") or None, **parsed)
+        options = resolve_options(values.get("preset") or None, **parsed)
+        return replace(options, bg_color=None) if transparent else options
     except (ValueError, TypeError) as err:
         raise ApiError(400, "invalid_option", str(err)) from None

@@ -244,7 +244,7 @@ def test_events_stream_a_snapshot_then_progress_until_done(client, users, worker
     events = [block for block in r.get_data(as_text=True).split("\n\n") if block.startswith(("event:", "id:"))]
     assert events[0].startswith("event: snapshot")
     last = json.loads(events[-1].rsplit("data: ", 1)[1])
-    assert last["status"] == "done" and last["done"] == "2" and last["total"] == "2"
+    assert last["status"] == "done" and last["done"] == 2 and last["total"] == 2
     # A finished job's stream is its snapshot alone.
     again = client.get(f"/api/v1/jobs/{job}/events", headers=headers).get_data(as_text=True)
     assert again.count("event: ") == 1 and '"status": "done"' in again
@@ -296,3 +296,10 @@ def test_remove_takes_exactly_one_image(client, users):
     two = {"image": [(io.BytesIO(b"x"), "a.jpg"), (io.BytesIO(b"y"), "b.jpg")]}
     r = client.post("/api/v1/remove", data=two, headers=users["alice"]["headers"])
     assert r.status_code == 400 and "exactly one file" in error_of(r)["message"]
+
+
+def test_transparent_beats_a_presets_background(client, users):
+    headers = users["alice"]["headers"]
+    r = post_job(client, headers, ("a.jpg", b"x"), preset="id-photo", format="png", bg_color="transparent")
+    options = client.get(r.get_json()["status_url"], headers=headers).get_json()["options"]
+    assert options["bg_color"] is None and options["alpha_threshold"] == 15

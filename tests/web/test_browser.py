@@ -1,0 +1,164 @@
+"""The portal in a real browser (Debian's Chromium through Playwright) on the real stack.
+
+The app is served by werkzeug on a free loopback port from a background thread; Redis, the
+celery workers and local storage are the session's real ones (tests/web/conftest.py).
+"""
+
+import gc
+import io
+import re
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from werkzeug.serving import make_server
+
+from tests.conftest import DATA
+from tests.web.conftest import make_app
+from web.extensions import limiter
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "job-page.png"
+PHOTOS = ("coffee.jpg", "chelsea.jpg", "astronaut.jpg")
+# The workers run the model on the CPU (about 1 s an image on two cores), and start cold.
+JOB_TIMEOUT_MS = 60_000
+# The recompose panel's canvas has been drawn from the first item's input and alpha.
+PREVIEW_DRAWN = "() => Number(document.getElementById('preview').dataset.renders || 0) > 0"
+PIXELS = """() => {
+  const canvas = document.getElementById("preview");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let digest = 0, opaque = true;
+  for (let i = 0; i < data.length; i += 1) {
+    digest = (digest * 31 + data[i]) >>> 0;
+    if (i % 4 === 3 && data[i] !== 255) opaque = false;
+  }
+  return {digest, opaque, corner: Array.from(data.slice(0, 4))};
+}"""
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def live(web_env, workers):
+    """(base URL, app) of the real app, served with a thread per request (SSE holds one open)."""
+    app = make_app(web_env)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", app
+    server.shutdown()
+    thread.join(10)
+    limiter.reset()
+    # The enqueued chords' AsyncResults sit in reference cycles; freed later, after Redis has stopped,
+    # each unsubscribes from a dead result backend and celery retries for ~20 s. Free them now.
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    context.close()
+    # A CSP violation or a script error shows up here, not as a failed assertion.
+    assert errors == []
+
+
+def sign_in(page, base: str, name: str, password: str) -> None:
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{base}/")
+    expect(page.locator(".user")).to_contain_text(name)
+
+
+def finished_job_of_one_image(app, key: str) -> str:
+    """A job made through the API with the user's key, waited for in Redis."""
+    data = (DATA / "chelsea.jpg").read_bytes()
+    response = app.test_client().post("/api/v1/jobs", headers={"X-Api-Key": key}, content_type="multipart/form-data",
+                                      data={"images": [(io.BytesIO(data), "chelsea.jpg")]})
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()["job_id"]
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while app.extensions["cutout"].jobs.status(job) != "done":
+        assert time.monotonic() < deadline, f"job {job} did not finish"
+        time.sleep(0.2)
+    return job
+
+
+def test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip(live, page):
+    base, app = live
+    password, _ = app.extensions["cutout"].users.add("dana")
+    sign_in(page, base, "dana", password)
+    page.set_input_files("#dropzone input[type=file]", [DATA / name for name in PHOTOS])
+    expect(page.locator("#files .file")).to_have_count(3, timeout=20_000)
+    page.click("#start")
+
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/jobs/[0-9a-f]{{32}}$"), timeout=10_000)
+    progress = page.locator("#progress")
+    expect(progress).to_have_attribute("aria-valuenow", "100", timeout=JOB_TIMEOUT_MS)
+    expect(page.locator("#progress-text")).to_have_text("3 / 3 done", timeout=20_000)
+    items = page.locator("#gallery .item")
+    expect(items).to_have_count(3, timeout=20_000)
+    expect(page.locator("#gallery .item-done")).to_have_count(3, timeout=20_000)
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery img.output')]"
+                           ".every(img => img.complete && img.naturalWidth > 0)", timeout=10_000)
+    for variant in ("input", "output", "alpha"):  # before / after / alpha of each
+        expect(page.locator(f"#gallery img.{variant}")).to_have_count(3)
+
+    with page.expect_download() as download_info:
+        page.click("#download")
+    with zipfile.ZipFile(download_info.value.path()) as archive:
+        names = archive.namelist()
+    assert "manifest.json" in names
+    assert len([n for n in names if n.lower().endswith((".png", ".jpg", ".webp"))]) == 3, names
+
+    page.wait_for_function(PREVIEW_DRAWN, timeout=10_000)
+    page.evaluate("window.scrollTo(0, 0)")  # else the sticky header is drawn mid-page
+    page.mouse.move(0, 0)  # no hover state on the README picture
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_the_recompose_preview_follows_the_background_colour(live, page):
+    base, app = live
+    password, key = app.extensions["cutout"].users.add("erin")
+    job = finished_job_of_one_image(app, key)
+    sign_in(page, base, "erin", password)
+    page.goto(f"{base}/jobs/{job}")
+    panel = page.locator("#recompose")
+    expect(panel).to_be_visible(timeout=10_000)
+    page.wait_for_function(PREVIEW_DRAWN, timeout=10_000)
+    transparent = page.evaluate(PIXELS)
+    assert not transparent["opaque"]  # the job's default: no background
+
+    panel.locator("input[name=transparent]").uncheck()
+    panel.locator("input[name=bg_color]").fill("#ff0000")
+    red = page.evaluate(PIXELS)
+    panel.locator("input[name=bg_color]").fill("#0000ff")
+    blue = page.evaluate(PIXELS)
+
+    assert red["opaque"] and blue["opaque"]
+    assert len({transparent["digest"], red["digest"], blue["digest"]}) == 3
+    assert red["corner"][0] > 200 and blue["corner"][2] > 200  # the corner is background in chelsea.jpg
