@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export CUTOUT_HOME ?= $(HOME)/.cache/cutout
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install weights run test lint bench clean
+.PHONY: install weights run test test-slow lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ run: weights
 	$(VENV)/bin/cutout serve
 
 test: weights
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+# The fault-injection and load suites: minutes each, real servers killed and restarted.
+test-slow: weights
+	$(PY) -m pytest -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .
