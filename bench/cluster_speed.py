@@ -1,18 +1,19 @@
-"""`make bench`: the cluster path (Redis + gpu and cpu workers + local storage) against the CLI.
+"""`make bench`: the whole service (`cutout serve`: Redis, workers, gunicorn) through its API, against the CLI.
 
-Three measurements on the same 1920×1080 JPEGs as bench/batch_speed.py:
-1. throughput: one job of THROUGHPUT images through real workers, and the in-process
-   CLI on the same files in the same run; the ratio is the cluster's efficiency;
-2. memory: one job of SOAK images with every worker process's RSS sampled as it runs
-   (after WARMUP images and at the end), progress read live from the job's Redis stream;
-3. the zip step: `package` run in a fresh process for the small and the large job,
-   peak RSS compared.
+On the same 1920×1080 JPEGs as bench/batch_speed.py:
+1. throughput: one job of THROUGHPUT images posted to /api/v1/jobs, followed to `done`, and
+   the in-process CLI on the same files in the same run; the ratio is the cluster's efficiency.
+   Per image: latency from submit to done (p50/p95), per-stage ms, the batch size it ran in;
+2. memory: one job of SOAK images with every process's RSS sampled as it runs (after
+   WARMUP images, at the end, and the peak), progress followed live through the API;
+3. the zip step: `package` run in a fresh process for the small and the large job.
 Results go to bench/results/cluster_speed.json.
 """
 
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,73 +23,77 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.batch_speed import _cpu_name, make_inputs, ours
+from bench.served import Served, descendants, http, multipart, rss_mib
 from matting_core.model import get_model, usable_cores
-from matting_core.options import Options
-from matting_core.weights import cutout_home
-from tasks import keys
-from tasks.app import app, configure
-from tasks.jobs import JobStore
-from tasks.local_cluster import Worker, start_redis
-from tasks.settings import Settings
-from tasks.storage import LocalStorage
-from tasks.submit import create_job
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT, SOAK, WARMUP = 100, 500, 50  # 100: long enough that start and drain are a small part
-GPU_THREADS = 4  # infer tasks in flight in the gpu worker: enough to keep the batcher fed
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def submit(served: Served, key: str, files: list[tuple[str, bytes]]) -> tuple[str, float]:
+    body, content_type = multipart(files)
+    started = time.time()
+    status, reply = http(served.url("/api/v1/jobs"), body, {"X-Api-Key": key, "Content-Type": content_type})
+    if status != 202:
+        raise RuntimeError(f"submit answered {status}: {reply[:500]!r}")
+    return json.loads(reply)["job_id"], started
 
 
-def worker_processes(workers: dict[str, Worker]) -> dict[str, int]:
-    """Each worker's main process and, for prefork, its pool children."""
-    procs = {}
-    for queue, worker in workers.items():
-        procs[f"{queue}-main"] = worker.proc.pid
-        children = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
-        procs |= {f"{queue}-child-{n}": int(pid) for n, pid in enumerate(children)}
-    return procs
-
-
-def run_job(store: JobStore, storage: LocalStorage, files: list[tuple[str, bytes]], label: str,
-            on_progress=None) -> tuple[str, float]:
-    """Submit, follow the job's progress stream until it is done; returns (job, seconds)."""
-    start = time.perf_counter()
-    job = create_job(storage, store, "bench", files, Options())
-    after, finished = "0", 0
-    with tqdm(total=len(files), desc=label, unit="img", dynamic_ncols=True) as bar:
+def follow(served: Served, key: str, job: str, total: int, label: str, on_progress=None) -> dict[int, float]:
+    """Poll the job through the API until done; returns when each item was first seen done (unix time)."""
+    seen: dict[int, float] = {}
+    with tqdm(total=total, desc=label, unit="img", dynamic_ncols=True) as bar:
         while True:
-            for event_id, event in store.events(job, after, block_ms=1000):
-                after = event_id
-                done = int(event["done"]) + int(event["failed"])
-                bar.update(done - finished)
-                finished = done
-                if on_progress:
-                    on_progress(finished)
-                if event["status"] in ("done", "failed") and "i" not in event:
-                    seconds = time.perf_counter() - start
-                    record = store.job(job)
-                    assert record["status"] == "done" and record["done"] == len(files), record
-                    return job, seconds
+            record = json.loads(http(served.url(f"/api/v1/jobs/{job}"), headers={"X-Api-Key": key})[1])
+            now = time.time()
+            for item in record["items"]:
+                if item["state"] in ("done", "failed") and item["index"] not in seen:
+                    seen[item["index"]] = now
+            bar.update(len(seen) - bar.n)
+            if on_progress:
+                on_progress(len(seen))
+            if record["status"] in ("done", "failed"):
+                if (record["status"], record["done"]) != ("done", total):
+                    raise RuntimeError(f"job {job} ended {record['status']} with {record['done']}/{total} done")
+                return seen
+            time.sleep(0.25)
 
 
-def zip_peak_rss(env: dict, storage: LocalStorage, job: str) -> dict:
+def processes(served: Served) -> dict[str, int]:
+    """Every process of the service by a stable name: worker-cpu-child-0, web-child-1, ..."""
+    named = {}
+    for name in ("redis", "worker-gpu", "worker-cpu", "web"):
+        pid = served.pid_of(name)
+        named[name] = pid
+        named |= {f"{name}-child-{n}": child for n, child in enumerate(sorted(descendants(pid)))}
+    return named
+
+
+def job_stats(served: Served, key: str, job: str, started: float, seen: dict[int, float]) -> dict:
+    record = json.loads(http(served.url(f"/api/v1/jobs/{job}"), headers={"X-Api-Key": key})[1])
+    items = record["items"]
+    latency = sorted((seen[i] - started) * 1000 for i in seen)
+    stages = sorted({s for it in items for s in (it["timings_ms"] or {})})
+    return {"latency_ms": {"p50": round(statistics.median(latency)), "p95": round(latency[int(0.95 * len(latency))])},
+            "stage_ms": {s: round(statistics.mean((it["timings_ms"] or {}).get(s, 0) for it in items), 1)
+                         for s in stages},
+            "inference_batch_sizes": sorted({it["batch_size"] for it in items if it["batch_size"]})}
+
+
+def zip_peak_rss(served: Served, job: str) -> dict:
     """Peak RSS (MiB) of a fresh process that imports the workers' code, before and after packaging `job`."""
     code = ("import resource, sys; from tasks import context; from tasks.packaging import write_zip; "
             "from matting_core.registry import get_spec; "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "write_zip(context.storage(), context.jobs(), sys.argv[1], get_spec('u2netp')); "
-            "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "key = write_zip(context.storage(), context.jobs(), sys.argv[1], get_spec('u2netp')); "
+            "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, context.storage().root / key)")
+    env = {**os.environ, "CUTOUT_HOME": str(served.home),
+           "CUTOUT_BROKER_URL": f"redis://127.0.0.1:{served.ports['REDIS_PORT']}/0"}
     out = subprocess.run([sys.executable, "-c", code, job], env=env, cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.split()
-    before, peak = (round(int(v) / 1024, 1) for v in out[-2:])
-    zip_mib = round((storage.root / keys.zip_key(job)).stat().st_size / 2**20, 1)
-    return {"zip_mib": zip_mib, "after_imports": before, "after_packaging": peak}
+    before, peak = (round(int(v) / 1024, 1) for v in out[-3:-1])
+    return {"zip_mib": round(Path(out[-1]).stat().st_size / 2**20, 1), "after_imports": before,
+            "after_packaging": peak}
 
 
 def main() -> None:
@@ -97,55 +102,52 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "in").mkdir()
         paths = make_inputs(tmp / "in", THROUGHPUT)
-        redis_proc, url = start_redis(tmp / "redis")
-        home = tmp / "home"
-        home.mkdir()
-        (home / "weights").symlink_to(cutout_home() / "weights")
-        env = {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu"}
-        settings = Settings.from_env(env)
-        configure(app, settings)
-        store = JobStore.from_url(url)
-        storage = LocalStorage(home / "storage")
-        workers = {"gpu": Worker("gpu", env, tmp / "gpu.log", concurrency=GPU_THREADS),
-                   "cpu": Worker("cpu", env, tmp / "cpu.log", concurrency=cores)}
+        files = [(p.name, p.read_bytes()) for p in paths]
+        served = Served(tmp / "home", {"CUTOUT_LOG_FORMAT": "json"}).wait_ready()
         try:
-            files = [(p.name, p.read_bytes()) for p in paths]
-            run_job(store, storage, files[:4], "warm-up")  # loads the model in the gpu worker
-            small_job, seconds = run_job(store, storage, files, "throughput")
+            key = served.demo()["api_key"]
+            warm, started = submit(served, key, files[:4])  # loads the model in the gpu worker
+            follow(served, key, warm, 4, "warm-up")
+            small, started = submit(served, key, files)
+            seen = follow(served, key, small, len(files), "throughput")
+            seconds = max(seen.values()) - started
             cluster = {"seconds": round(seconds, 2), "images_per_second": round(len(files) / seconds, 3),
-                       "gpu_threads": GPU_THREADS, "cpu_processes": cores}
-            batch_sizes = [it.get("batch_size") for it in store.items(small_job).values()]
+                       **job_stats(served, key, small, started, seen)}
 
-            procs = worker_processes(workers)
+            procs = processes(served)
             soak_files = [(f"{i:04d}-{files[i % len(files)][0]}", files[i % len(files)][1]) for i in range(SOAK)]
             warm_rss: dict[str, float] = {}
+            peak_rss = dict.fromkeys(procs, 0.0)
 
             def sample(finished: int) -> None:
+                for name, pid in procs.items():
+                    peak_rss[name] = max(peak_rss[name], rss_mib(pid))
                 if finished >= WARMUP and not warm_rss:
                     warm_rss.update({name: rss_mib(pid) for name, pid in procs.items()})
 
-            big_job, soak_seconds = run_job(store, storage, soak_files, "soak", on_progress=sample)
+            big, soak_started = submit(served, key, soak_files)
+            soak_seen = follow(served, key, big, SOAK, "soak", on_progress=sample)
+            soak_seconds = max(soak_seen.values()) - soak_started
             end_rss = {name: rss_mib(pid) for name, pid in procs.items()}
-            zip_rss = {f"{n}_images": zip_peak_rss(env, storage, job)
-                       for n, job in ((THROUGHPUT, small_job), (SOAK, big_job))}
+            zip_rss = {f"{THROUGHPUT}_images": zip_peak_rss(served, small), f"{SOAK}_images": zip_peak_rss(served, big)}
         finally:
-            for worker in workers.values():
-                worker.stop()
-            redis_proc.terminate()
-            redis_proc.wait(10)
+            served.stop()
         cli = ours(tmp / "in", tmp / "cli-out", get_model("u2netp", device="cpu").load())
-    growth = {name: round(end_rss[name] / warm_rss[name] - 1, 3) for name in end_rss}
+    growth = {name: round(end_rss[name] / warm_rss[name] - 1, 3) for name in end_rss if warm_rss.get(name)}
+    workers = {k: v for k, v in growth.items() if k.startswith("worker")}
     result = {
-        "bench": "cluster_speed", "images": THROUGHPUT, "size": [1920, 1080], "output": "RGBA PNG, default options",
+        "bench": "cluster_speed", "date": time.strftime("%Y-%m-%d"), "images": THROUGHPUT, "size": [1920, 1080],
+        "output": "RGBA PNG, default options", "path": "POST /api/v1/jobs on cutout serve (gunicorn, Redis, "
+                                                      "gpu-queue worker on the CPU, cpu-queue prefork worker)",
         "machine": {"cpus": cores, "processor": _cpu_name(), "python": platform.python_version()},
         "cluster": cluster, "cli": {k: cli[k] for k in ("seconds", "images_per_second", "precision")},
         "cluster_vs_cli": round(cluster["images_per_second"] / cli["images_per_second"], 3),
-        "inference_batch_sizes": sorted(set(batch_sizes)),
-        "soak": {"images": SOAK, "seconds": round(soak_seconds, 1),
-                 "images_per_second": round(SOAK / soak_seconds, 3),
+        "soak": {"images": SOAK, "seconds": round(soak_seconds, 1), "images_per_second": round(SOAK / soak_seconds, 3),
                  f"rss_mib_after_{WARMUP}": {k: round(v, 1) for k, v in warm_rss.items()},
                  "rss_mib_at_end": {k: round(v, 1) for k, v in end_rss.items()},
-                 "rss_growth": growth, "max_rss_growth": max(growth.values())},
+                 "peak_rss_mib": {k: round(v, 1) for k, v in peak_rss.items()},
+                 "rss_growth": growth, "max_worker_rss_growth": max(workers.values()),
+                 "web_peak_rss_mib": round(sum(v for k, v in peak_rss.items() if k.startswith("web")), 1)},
         "zip_step_peak_rss_mib": zip_rss,
     }
     out = ROOT / "bench" / "results" / "cluster_speed.json"

@@ -6,58 +6,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from matting_core.weights import cutout_home
+from bench.served import CUTOUT, Served, descendants, http, multipart
 from tasks.local_cluster import free_port, wait_until
 from tests.conftest import DATA, PHOTOS
 
 pytestmark = pytest.mark.integration
-CUTOUT = Path(sys.executable).parent / "cutout"
-
-
-class Served:
-    """A running `cutout serve` with its output collected line by line."""
-
-    def __init__(self, home: Path):
-        self.ports = {"PORT": free_port(), "FLOWER_PORT": free_port(), "REDIS_PORT": free_port(),
-                      "METRICS_PORT": free_port()}
-        env = {**os.environ, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu"}
-        env |= {f"CUTOUT_{name}": str(port) for name, port in self.ports.items()}
-        self.home, self.lines = home, []
-        self.proc = subprocess.Popen([str(CUTOUT), "serve"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def pid_of(self, name: str) -> int:
-        return int(re.search(rf"{name} (\d+)", self.output()).group(1))
-
-    def url(self, path: str, port: str = "PORT") -> str:
-        return f"http://127.0.0.1:{self.ports[port]}{path}"
-
-
-def descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            children = {int(c) for c in (task / "children").read_text().split()}
-            todo.extend(children - found)
-            found |= children
-    return found
 
 
 def running(pid: int) -> bool:
@@ -67,49 +24,24 @@ def running(pid: int) -> bool:
         return False
 
 
-def http(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:  # not listening yet
-        return 0, b""
-
-
-def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = "cutout-test-boundary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{name}"\r\n'
-             f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in files]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 @pytest.fixture
 def served(tmp_path):
-    (tmp_path / "weights").symlink_to(cutout_home() / "weights")
     served = Served(tmp_path)
     try:
-        wait_until(lambda: "Ctrl-C stops everything" in served.output() or served.proc.poll() is not None, 90,
-                   "cutout serve did not come up")
-        assert served.proc.poll() is None, served.output()
-        wait_until(lambda: http(served.url("/healthz"))[0] == 200, 60, "the portal did not answer")
-        yield served
+        yield served.wait_ready()
     finally:
-        if served.proc.poll() is None:
-            served.proc.send_signal(signal.SIGTERM)
-            served.proc.wait(60)
+        served.stop()
 
 
 def test_serve_runs_the_portal_flower_and_a_batch_through_a_killed_worker(served):
     assert http(served.url("/"))[0] == 200  # the login page, after the redirect
-    assert http(served.url("/", "FLOWER_PORT"))[0] == 401
+    assert wait_until(lambda: http(served.url("/", "FLOWER_PORT"))[0], 60, "Flower did not answer") == 401
     password = (served.home / "flower-password").read_text().strip()
     auth = base64.b64encode(f"admin:{password}".encode()).decode()
     wait_until(lambda: http(served.url("/", "FLOWER_PORT"), headers={"Authorization": f"Basic {auth}"})[0] == 200,
                30, "Flower did not answer with the right credentials")
 
-    demo = json.loads((served.home / "demo-user.json").read_text())
+    demo = served.demo()
     assert demo["password"] in served.output() and demo["api_key"] in served.output()
     headers = {"X-Api-Key": demo["api_key"]}
     body, content_type = multipart([(f"{name}-{n}.jpg", (DATA / f"{name}.jpg").read_bytes())
