@@ -18,7 +18,7 @@ from pathlib import Path
 from matting_core.weights import cutout_home
 from tasks.local_cluster import free_port, wait_until
 
-CUTOUT = Path(sys.executable).parent / "cutout"
+CUTOUT = [sys.executable, "-m", "cutout_cli"]  # works wherever the console script is (or is not) installed
 
 
 def _free_pair() -> int:
@@ -46,7 +46,7 @@ class Served:
         full_env = {**os.environ, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu", **(env or {})}
         full_env |= {f"CUTOUT_{name}": str(port) for name, port in self.ports.items()}
         self.home, self.lines = home, []
-        self.proc = subprocess.Popen([str(CUTOUT), "serve"], env=full_env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*CUTOUT, "serve"], env=full_env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -132,15 +132,16 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
     child_env = {**env, "CUTOUT_BROKER_URL": redis_url, "CUTOUT_RESULT_BACKEND": redis_url,
                  "CUTOUT_REDIS_URL": redis_url, "CUTOUT_HOME": str(home),
                  "CUTOUT_SECRET_KEY": env.get("CUTOUT_SECRET_KEY") or _secret(home, "secret-key")}
-    bin_dir = Path(sys.executable).parent
-    celery = [str(bin_dir / "celery"), "-A", "tasks.app"]
+    # `python -m`: the same interpreter and packages as this process, wherever its scripts are installed.
+    celery = [sys.executable, "-m", "celery", "-A", "tasks.app"]
     log = home / "logs"
     cores = usable_cores()
     children = [
         Child("redis", [redis_binary(), str(REDIS_CONF), "--port", str(ports["REDIS_PORT"]),
                         "--dir", str(home / "redis"), "--bind", "127.0.0.1"], child_env, log / "redis.log"),
-        # The gpu worker's threads only decode and wait on the batcher: a few per core keep it fed.
-        Child("worker-gpu", celery + ["worker", "-Q", "gpu", "--pool", "threads", "-c", str(2 * cores + 2),
+        # The gpu worker's threads only decode and wait on the batcher: enough to fill two batches.
+        Child("worker-gpu", celery + ["worker", "-Q", "gpu", "--pool", "threads",
+                                      "-c", str(_gpu_threads(settings)),
                                       "-n", f"gpu-{ports['PORT']}@%h", "-l", "INFO"],
               child_env, log / "worker-gpu.log", queue="gpu"),
         Child("worker-cpu", celery + ["worker", "-Q", "cpu", "--pool", "prefork", "-c", str(cores),
@@ -150,16 +151,27 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
         Child("flower", celery + ["flower", f"--port={ports['FLOWER_PORT']}", "--address=127.0.0.1",
                                   f"--basic-auth={flower_user}:{flower_password}"],
               child_env, log / "flower.log"),
-        Child("web", [str(bin_dir / "gunicorn"), "-c", "python:web.gunicorn_conf", "--workers", "2",
+        Child("web", [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--workers", "2",
                       "--bind", f"127.0.0.1:{ports['PORT']}", "web:create_app()"], child_env, log / "web.log"),
     ]
     for n, child in enumerate(c for c in children if c.name != "redis"):
         child.env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics" / child.name)}
         if child.queue:  # each worker serves its /metrics on its own port: METRICS_PORT, METRICS_PORT + 1
             child.env["CUTOUT_METRICS_PORT"] = str(ports["METRICS_PORT"] + n)
+        if child.queue == "gpu":  # the model loads (and compiles) before the worker takes images
+            child.env["CUTOUT_WARMUP"] = env.get("CUTOUT_WARMUP") or "1"
     info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
             "flower_password": flower_password}
     return info, children
+
+
+def _gpu_threads(settings: Settings) -> int:
+    import torch  # only to see whether this host has a GPU; the model loads in the worker
+
+    cores = usable_cores()
+    if settings.device == "cpu" or not torch.cuda.is_available():
+        return 2 * cores + 2
+    return max(2 * cores + 2, 2 * (settings.batch_size or 64))
 
 
 def _wait_for_redis(url: str, redis_child: Child, timeout: float = 20) -> None:

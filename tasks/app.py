@@ -133,6 +133,25 @@ def _serve_metrics(**_):
         start_http_server(int(port), registry=metrics.registry(app.conf.cutout.broker_url))
 
 
+@worker_init.connect
+def _warm_up(sender=None, **_):
+    """A gpu worker with CUTOUT_WARMUP=1 loads (and compiles) the model before it takes any task,
+    so the first images do not wait ~40 s for a compile. Only for the threads pool: a prefork
+    parent must never hold the model (CUDA does not survive fork)."""
+    settings: Settings = app.conf.cutout
+    if not settings.warm_up:
+        return
+    pool = getattr(sender, "pool_cls", None)
+    if pool is not None and "thread" not in str(getattr(pool, "__module__", pool)):
+        print("cutout worker: CUTOUT_WARMUP ignored outside --pool threads (the model must not load "
+              "before a fork)", file=sys.stderr)
+        return
+    from tasks.context import batcher
+
+    sizes = batcher().warm_up()
+    print(f"cutout worker: model warm, batch sizes {sizes}", file=sys.stderr)
+
+
 @worker_process_shutdown.connect
 def _forget_child(pid, **_):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -46,6 +46,11 @@ class Batcher:
         self._inbox.put((x, done))
         return done.result(timeout)
 
+    def warm_up(self) -> list[int]:
+        """Load the model and run each batch size it will see once (compiling them when compiled)."""
+        self.model.load()
+        return self.model.warm_up(self.batch_size)
+
     def _start(self) -> None:
         with self._lock:
             if not self._threads:

@@ -39,7 +39,9 @@ def batcher() -> Batcher:
     s = settings()
     model = get_model("u2netp", device=s.device, home=s.home, precision=s.precision)
     if model.device.type == "cuda":
-        return Batcher(model, s.batch_size or 8, s.max_wait_ms)
+        # Measured on an H200 (issue 6): compiled fp16 runs 3,282 img/s at batch 64, eager 1,424.
+        model.compiled = s.compile in ("auto", "on", "1", "true")
+        return Batcher(model, s.batch_size or 64, s.max_wait_ms)
     cores = usable_cores()
     torch.set_num_threads(torch_threads("cpu", cores, cores))  # one intra-op thread per model thread
     return Batcher(model, s.batch_size or 1, s.max_wait_ms, runners=cores)

@@ -30,6 +30,9 @@ class Settings:
     soft_time_limit: int = 300  # s; one image's stage, with room for a 50 MP decode on a busy CPU
     time_limit: int = 360  # the soft limit's handler needs time to record the item as failed
     max_attempts: int = 3  # deliveries of one task before its item is failed as a poison
+    compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
+    warm_up: bool = False  # gpu workers: load (and compile) the model before reporting ready
+    stall_s: int = 0  # the watchdog fails a job with no progress for this long; 0: derived (stall_timeout)
 
     def __post_init__(self):
         if not 0 < self.soft_time_limit < self.time_limit:
@@ -41,6 +44,13 @@ class Settings:
     def visibility_timeout(self) -> int:
         # Longer than the hard limit, or Redis hands a still-running task to a second worker.
         return self.time_limit * 2
+
+    @property
+    def stall_timeout(self) -> int:
+        # A lost message comes back after the visibility timeout and may then run up to the hard
+        # limit, up to max_attempts times (each start is progress); a few hard limits on top cover
+        # a package of a large job. Defaults: 3 × 360 + 720 s = 30 min.
+        return self.stall_s or 3 * self.time_limit + self.visibility_timeout
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -76,4 +86,7 @@ class Settings:
             soft_time_limit=number("SOFT_TIME_LIMIT", hard * 5 // 6),
             time_limit=hard,
             max_attempts=number("MAX_ATTEMPTS", 3),
+            compile=(get("COMPILE", "auto")).lower(),
+            warm_up=(get("WARMUP", "0")).lower() in ("1", "true", "yes", "on"),
+            stall_s=number("STALL_TIMEOUT", 0),
         )

@@ -94,5 +94,5 @@ def test_a_port_in_use_is_named_with_the_variable_to_change(tmp_path):
         busy.listen()
         env = {**os.environ, "CUTOUT_HOME": str(tmp_path), "CUTOUT_PORT": str(busy.getsockname()[1]),
                "CUTOUT_REDIS_PORT": str(free_port()), "CUTOUT_FLOWER_PORT": str(free_port())}
-        done = subprocess.run([str(CUTOUT), "serve"], env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([*CUTOUT, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "set CUTOUT_PORT to a free one" in done.stderr

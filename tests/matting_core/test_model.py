@@ -123,3 +123,30 @@ def test_explicit_precision_is_used_as_asked(precision, expected):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
         get_model("u2netp", device="cpu", precision="int4")
+
+
+def test_batches_pad_to_the_next_bucket():
+    from matting_core.model import bucket
+
+    assert [bucket(n) for n in (1, 2, 3, 5, 64, 65, 256, 300)] == [1, 2, 4, 8, 64, 128, 256, 300]
+
+
+def test_a_padded_batch_gives_each_image_the_alpha_it_gets_alone(model, photo_bytes):
+    from matting_core import decode, preprocess
+    from matting_core.model import get_model
+
+    spec = model.spec
+    inputs = [preprocess.normalize(decode.decode_for_model(photo_bytes[name], name, min_side=320), 320,
+                                   spec.mean, spec.std) for name in ("coffee", "chelsea", "rocket")]
+    padded = get_model("u2netp", device="cpu", precision="fp32").load()
+    padded.compiled = True  # the padding path of a compiled model, run eagerly: 3 images go in as 4
+    together = padded.predict(preprocess.to_batch(inputs))
+    assert together.shape == (3, 320, 320)
+    for x, alpha in zip(inputs, together, strict=True):
+        assert np.abs(model.predict(x[None])[0] - alpha).max() < 1e-4
+
+
+def test_warm_up_runs_the_model_before_the_first_image():
+    from matting_core.model import get_model
+
+    assert get_model("u2netp", device="cpu", precision="fp32").warm_up(8) == [1]  # eager: one call loads it

