@@ -15,8 +15,10 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
+from tasks.backend import send_only
 from tasks.settings import Settings
 
+#kombu_patch.apply()  # before any broker connection: see the module's docstring
 QUEUES = ("gpu", "cpu")
 
 
@@ -30,7 +32,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
     }
     app.conf.update(
         broker_url=settings.broker_url,
-        result_backend=settings.result_backend,
+        # Nothing here waits on a task's result (the job record is the truth), so no process
+        # subscribes to result channels (tasks/backend.py).
+        result_backend=send_only(settings.result_backend),
         task_routes={"cutout.infer": {"queue": "gpu"}, "cutout.*": {"queue": "cpu"}},
         task_default_queue="cpu",
         # Ack after the task ran, not when it arrived: a worker that dies mid-image

@@ -12,7 +12,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tasks import logs, metrics
 from tasks.app import app as celery_app
 from tasks.app import configure
-from tasks.backend import send_only
 from tasks.jobs import JobStore
 from tasks.storage import make_storage
 from web import config as web_config
@@ -37,7 +36,6 @@ def create_app(config: dict | None = None) -> Flask:
     settings = app.config["CUTOUT_SETTINGS"]
     # The web process enqueues through the same Celery app the workers run, on the same broker.
     configure(celery_app, settings)
-    celery_app.conf.result_backend = send_only(settings.result_backend)
     app.extensions["cutout"] = Services(
         settings=settings,
         storage=make_storage(settings.storage, home=settings.home, bucket=settings.s3_bucket,

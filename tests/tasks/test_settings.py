@@ -100,7 +100,9 @@ def conf():
 
 
 def test_configure_sets_the_urls(conf):
-    assert (conf.broker_url, conf.result_backend) == (BROKER, "redis://results.internal:6379/3")
+    assert conf.broker_url == BROKER
+    # The same Redis, through the backend that never subscribes to result channels.
+    assert conf.result_backend == "tasks.backend:SendOnlyRedisBackend+redis://results.internal:6379/3"
     assert conf.cutout == Settings.from_env(EVERY_VARIABLE)
 
 
@@ -135,3 +137,12 @@ def test_inference_goes_to_the_gpu_queue_and_everything_else_to_cpu(task, queue)
 
 def test_results_expire_with_the_jobs(conf):
     assert conf.result_expires == 1.5 * 3600
+
+
+def test_sending_a_task_subscribes_to_no_result_channel(redis_url):
+    from tasks.backend import SendOnlyRedisBackend
+
+    app = configure(Celery("t"), Settings.from_env({"CUTOUT_BROKER_URL": redis_url}))
+    assert isinstance(app.backend, SendOnlyRedisBackend)
+    app.backend.on_task_call(None, "some-task-id")
+    assert app.backend.result_consumer._pubsub is None or not app.backend.result_consumer.subscribed_to
