@@ -15,10 +15,11 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
+from tasks import kombu_patch
 from tasks.backend import send_only
 from tasks.settings import Settings
 
-#kombu_patch.apply()  # before any broker connection: see the module's docstring
+kombu_patch.apply()  # before any broker connection: see the module's docstring
 QUEUES = ("gpu", "cpu")
 
 

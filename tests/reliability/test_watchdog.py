@@ -1,0 +1,91 @@
+"""The watchdog: no job stays `queued` or `running` forever; a stalled one is failed with a reason.
+
+Fast (a Redis of its own, no workers, a 1 s stall limit), so in the normal tier.
+"""
+
+import os
+import time
+
+import pytest
+
+from matting_core.options import Options
+from tasks import context
+from tasks.app import app as celery_app
+from tasks.local_cluster import start_redis, stop_redis
+from tasks.settings import Settings
+from tasks.submit import create_job, record_job
+from tasks.work import watchdog
+from tests.reliability.conftest import point_app_at, small_photos
+
+pytestmark = pytest.mark.integration
+STALL_S = 1
+FILES = small_photos(3)
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A Redis with nothing consuming its queues, and the app pointed at it with a 1 s stall limit."""
+    proc, url = start_redis(tmp_path / "redis")
+    env = {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(tmp_path / "home"),
+           "CUTOUT_STORAGE": "local", "CUTOUT_STALL_TIMEOUT": str(STALL_S)}
+    point_app_at(Settings.from_env(env))
+    try:
+        yield context.storage(), context.jobs()
+    finally:
+        stop_redis(proc)
+
+
+def stalled_for_a_while():
+    time.sleep(STALL_S + 0.2)
+
+
+def test_a_job_whose_tasks_never_run_is_failed_with_the_reason(service):
+    storage, store = service
+    job = create_job(storage, store, "alice", FILES, Options())  # enqueued, but no worker consumes the queues
+    assert watchdog.apply().get() == []  # not stalled yet
+    stalled_for_a_while()
+    assert watchdog.apply().get() == [job]
+    record = store.job(job)
+    assert record["status"] == "failed"
+    assert record["error"] == "no progress for 1 s (a worker or the broker was lost); retry the job"
+    last = store.events(job, block_ms=10)[-1][1]
+    assert (last["status"], last["error"]) == ("failed", record["error"])
+    assert watchdog.apply().get() == []  # once
+
+
+def test_a_running_job_without_progress_is_failed_even_while_others_progress(service):
+    storage, store = service
+    stuck, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    store.update_item(stuck, 0, "done")  # it started, then its other messages were lost
+    stalled_for_a_while()
+    store.update_item(busy, 0, "inferring")
+    assert watchdog.apply().get() == [stuck]
+    assert (store.status(stuck), store.status(busy)) == ("failed", "running")
+
+
+def test_a_queued_job_waiting_behind_a_progressing_one_is_left_alone(service):
+    storage, store = service
+    waiting, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    stalled_for_a_while()
+    store.update_item(busy, 0, "inferring")  # the service is working, on someone else's job
+    assert watchdog.apply().get() == []
+    assert store.status(waiting) == "queued"
+
+
+def test_finished_jobs_are_never_touched(service):
+    storage, store = service
+    done, failed = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    store.set_status(done, "done", zip_key="z")
+    store.set_status(failed, "failed", error="packaging failed: disk full; retry the job")
+    stalled_for_a_while()
+    assert watchdog.apply().get() == []
+    assert store.job(failed)["error"] == "packaging failed: disk full; retry the job"
+    assert store.status(done) == "done"
+
+
+def test_the_stall_limit_outlasts_a_redelivery_and_beat_runs_the_watchdog_every_minute():
+    defaults = Settings()
+    assert defaults.stall_timeout == 3 * defaults.time_limit + defaults.visibility_timeout == 1800
+    assert Settings.from_env({"CUTOUT_STALL_TIMEOUT": "90"}).stall_timeout == 90
+    entry = celery_app.conf.beat_schedule["fail-stalled-jobs"]
+    assert entry["task"] == "cutout.watchdog" and entry["schedule"] <= 60
