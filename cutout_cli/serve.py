@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matting_core.model import usable_cores
+from tasks.app import WORKER_QUEUES
 from tasks.local_cluster import REDIS_CONF, redis_binary
 from tasks.recovery import requeue_unacked
 from tasks.settings import Settings
@@ -144,7 +145,7 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
                                       "-c", str(_gpu_threads(settings)),
                                       "-n", f"gpu-{ports['PORT']}@%h", "-l", "INFO"],
               child_env, log / "worker-gpu.log", queue="gpu"),
-        Child("worker-cpu", celery + ["worker", "-Q", "cpu", "--pool", "prefork", "-c", str(cores),
+        Child("worker-cpu", celery + ["worker", "-Q", WORKER_QUEUES["cpu"], "--pool", "prefork", "-c", str(cores),
                                       "-n", f"cpu-{ports['PORT']}@%h", "-l", "INFO", "-B",
                                       "-s", str(home / "redis" / "beat-schedule")],
               child_env, log / "worker-cpu.log", queue="cpu"),
@@ -247,7 +248,8 @@ def _restart_when_due(child: Child) -> None:
 
 def _hand_back(child: Child) -> None:
     try:
-        count = requeue_unacked(child.env["CUTOUT_BROKER_URL"], child.queue)
+        count = sum(requeue_unacked(child.env["CUTOUT_BROKER_URL"], queue)
+                    for queue in WORKER_QUEUES[child.queue].split(","))
     except OSError as err:  # Redis down too: it restarts, and the visibility timeout still applies
         print(f"cutout serve: could not requeue {child.name}'s tasks now ({err})", flush=True)
         return

@@ -20,7 +20,11 @@ from tasks.backend import send_only
 from tasks.settings import Settings
 
 kombu_patch.apply()  # before any broker connection: see the module's docstring
-QUEUES = ("gpu", "cpu")
+QUEUES = ("gpu", "cpu")  # the work queues, each scaled on its length
+# Starting a job (fanning its chord out) is a message of its own, so a submit costs one publish
+# however many images it has; cpu workers take it from here, ahead of their backlog of images.
+CONTROL = "control"
+WORKER_QUEUES = {"gpu": "gpu", "cpu": f"cpu,{CONTROL}"}  # what each kind of worker consumes (-Q)
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
@@ -36,7 +40,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         # Nothing here waits on a task's result (the job record is the truth), so no process
         # subscribes to result channels (tasks/backend.py).
         result_backend=send_only(settings.result_backend),
-        task_routes={"cutout.infer": {"queue": "gpu"}, "cutout.*": {"queue": "cpu"}},
+        task_routes={"cutout.infer": {"queue": "gpu"}, "cutout.launch": {"queue": CONTROL},
+                     "cutout.*": {"queue": "cpu"}},
         task_default_queue="cpu",
         # Ack after the task ran, not when it arrived: a worker that dies mid-image
         # leaves the message to be redelivered instead of losing the image.
@@ -61,7 +66,14 @@ def configure(app: Celery, settings: Settings) -> Celery:
         accept_content=["json"],
         # Events for Flower.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # No task-sent events: they double the messages a submit publishes (Flower still sees
+        # every task received, started and finished by the workers).
+        task_send_sent_event=False,
+        # Pooled broker connections: a chord's group holds one while each chain takes another, so
+        # every submit in flight needs two; with the stock 10 a dozen concurrent submits deadlock.
+        # 128 covers any thread count we run (gunicorn: 16 per process). None would disable the
+        # pool: a new connection per message, measured 3x slower per submit.
+        broker_pool_limit=128,
         broker_connection_retry_on_startup=True,
         beat_schedule={
             "sweep-expired-jobs": {"task": "cutout.sweep", "schedule": 3600.0},

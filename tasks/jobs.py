@@ -81,6 +81,13 @@ class JobStore:
     def status(self, job: str) -> str | None:
         return self.r.hget(self._k(job), "status")
 
+    def statuses(self, jobs: list[str]) -> list[str | None]:
+        """The status of each job, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hget(self._k(job), "status")
+        return pipe.execute()
+
     def job(self, job: str) -> dict | None:
         record = self.r.hgetall(self._k(job))
         if not record:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from tasks.app import WORKER_QUEUES
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_CONF = Path(__file__).with_name("redis.conf")
 
@@ -77,7 +79,8 @@ class Worker:
         # As deployed: GPU workers run a thread pool feeding one batcher, CPU workers prefork
         # (so the hard time limit can kill a stuck child).
         pool = "threads" if queue == "gpu" else "prefork"
-        cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue, "--pool", pool,
+        queues = WORKER_QUEUES.get(queue, queue)
+        cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues, "--pool", pool,
                "-c", str(concurrency), "-n", f"{queue}-{time.monotonic_ns()}@%h", "-l", "INFO",
                "--without-gossip", "--without-mingle"]
         with open(log, "wb") as out:

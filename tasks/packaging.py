@@ -13,7 +13,9 @@ def manifest(store: JobStore, job: str, spec: ModelSpec) -> tuple[dict, list[tup
     """The manifest and the (storage key, name in zip) of every finished item, in input order."""
     record, items = store.job(job), store.items(job)
     done = [(i, it) for i, it in items.items() if it["state"] == "done"]
-    wanted = [f"{PurePosixPath(safe_name(it['name'])).stem}.{it['output_key'].rsplit('.', 1)[1]}" for _, it in done]
+    # safe_name again on the whole: the new extension may push a name cut to the limit past it.
+    wanted = [safe_name(f"{PurePosixPath(safe_name(it['name'])).stem}.{it['output_key'].rsplit('.', 1)[1]}")
+              for _, it in done]
     names = dict(zip((i for i, _ in done), unique_names(wanted), strict=True))
     files = [{"input": it["name"], "output": names.get(i), "status": it["state"], "error": it.get("error"),
               "batch_size": it.get("batch_size"), "timings_ms": it.get("timings", {})}

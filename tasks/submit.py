@@ -1,9 +1,11 @@
 """Starting work: a new job, a retry of what did not finish, a recompose with new options.
 
-Each launches one chord: header chain(infer @ gpu -> finish @ cpu) per image (or
-finish alone, from the stored alpha, for a recompose), body package @ cpu with
-an errback that marks the job failed. Tasks are named, not imported, so the web
-app enqueues without importing the model or torch.
+Each publishes one `cutout.launch` message (queue `control`); the cpu worker that takes
+it fans out the job's chord: header chain(infer @ gpu -> finish @ cpu) per image (or
+finish alone, from the stored alpha, for a recompose), body package @ cpu with an
+errback that marks the job failed. So a submit of 10,000 images is one publish, not
+10,000 inside an HTTP request. Tasks are named, not imported, so the web app
+enqueues without importing the model or torch.
 """
 
 from dataclasses import asdict
@@ -63,6 +65,12 @@ def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> 
 
 
 def _launch(job: str, indices: list[int], with_infer: bool) -> None:
+    app.signature("cutout.launch", (job, indices, with_infer)).apply_async()
+
+
+def fan_out(job: str, indices: list[int], with_infer: bool) -> None:
+    """The job's chord (run by the launch task). Idempotent enough to redeliver: every task
+    it starts writes keys derived from the job and item, and counts items as sets."""
     task = app.signature
     body = task("cutout.package", (job,), immutable=True).on_error(task("cutout.mark_failed", (job,)))
     if not indices:  # a chord with an empty header never calls its body

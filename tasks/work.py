@@ -163,6 +163,17 @@ def _zip_what_is_stored(job: str) -> str:
                 _fail(job, i, f"{item['name']}: its output is gone from storage (the store lost it); retry the job")
 
 
+@app.task(name="cutout.launch")
+def launch(job: str, indices: list[int], with_infer: bool) -> int:
+    """Fan out a submitted job's chord (see tasks/submit.py); a job deleted meanwhile is left alone."""
+    if not jobs().exists(job):
+        return 0
+    from tasks.submit import fan_out
+
+    fan_out(job, indices, with_infer)
+    return len(indices)
+
+
 @app.task(name="cutout.mark_failed")
 def mark_failed(request, exc, traceback, job: str) -> None:
     """Errback of the chord body: a job whose packaging died says so instead of staying `running`."""

@@ -45,14 +45,14 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url)
     app.config.setdefault("RATELIMIT_DEFAULT", app.config["RATE_LIMIT"])
+    from web import api, auth, compat, openapi, portal
+
+    # Who is asking first: the limiter's own before_request then counts per user, not per address.
+    auth.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
     errors.register(app)
     _setup_logging(app)
-
-    from web import api, auth, compat, openapi, portal
-
-    auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
     app.register_blueprint(portal.bp)

@@ -42,7 +42,7 @@ def own_job(job: str) -> dict:
 def check_active_jobs() -> None:
     cap = current_app.config["MAX_ACTIVE_JOBS"]
     store = services().jobs
-    active = sum(1 for job in store.jobs_of(g.user, limit=cap + 50) if store.status(job) in ACTIVE)
+    active = sum(status in ACTIVE for status in store.statuses(store.jobs_of(g.user, limit=cap + 50)))
     if active >= cap:
         raise ApiError(429, "too_many_jobs", f"you have {active} jobs running (limit {cap}); wait for one to "
                                              "finish or delete it", {"Retry-After": "30"})

@@ -8,14 +8,25 @@ from tasks.settings import Settings
 MB = 1024 * 1024
 
 
+# Words of the placeholders in this repository's examples (secret.example.yaml, the dev overlay,
+# docker-compose); a key from secrets.token_hex or token_urlsafe never spells them by chance.
+_PLACEHOLDER_WORDS = ("secret", "change", "example", "placeholder", "output-of", "dev-only")
+
+
+def _strong(key: str | None) -> bool:
+    return bool(key) and len(key) >= 32 and len(set(key)) >= 10 and not any(
+        word in key.lower() for word in _PLACEHOLDER_WORDS)
+
+
 def from_env(env: dict | None = None) -> dict:
     env = os.environ if env is None else env
     get = lambda name, default: env.get(f"CUTOUT_{name}") or default  # noqa: E731
     production = get("ENV", "development") == "production"
     secret = get("SECRET_KEY", None)
-    if production and not secret:
-        raise RuntimeError("CUTOUT_ENV=production needs CUTOUT_SECRET_KEY (e.g. `python -c 'import secrets; "
-                           "print(secrets.token_hex(32))'`); without it sessions would not survive a restart")
+    if production and not _strong(secret):
+        raise RuntimeError("CUTOUT_ENV=production needs CUTOUT_SECRET_KEY: at least 32 random characters, not a "
+                           "placeholder from the repository (e.g. `python -c 'import secrets; "
+                           "print(secrets.token_hex(32))'`); with a known key anyone could forge a session")
     return {
         "CUTOUT_SETTINGS": Settings.from_env(env),
         "PRODUCTION": production,

@@ -71,8 +71,9 @@ def _add_archive(storage, upload: Upload) -> None:
     except (zipfile.BadZipFile, OSError) as err:
         upload.reject(zip_name, f"{zip_name}: not a readable .zip archive ({err}); re-create it")
         return
+    # Backslashes count as separators (zips made on Windows), so "..\\x.jpg" is an unsafe path, not a dot-file.
     members = [m for m in archive.infolist() if not m.is_dir() and "__MACOSX/" not in m.filename
-               and not PurePosixPath(m.filename).name.startswith(".")]
+               and not PurePosixPath(m.filename.replace("\\", "/")).name.startswith(".")]
     claimed, cap = sum(m.file_size for m in members), current_app.config["MAX_ARCHIVE_BYTES"]
     if claimed > cap:
         raise ApiError(413, "archive_too_large", f"{zip_name} inflates to {_mb(claimed)}, over the {_mb(cap)} "

@@ -49,7 +49,7 @@ def container_argv(deployment: dict) -> list[str]:
 
 def queue_of(argv: list[str]) -> str:
     """The queue a `celery worker -Q NAME` command consumes (one queue per worker)."""
-    return argv[argv.index("-Q") + 1]
+    return argv[argv.index("-Q") + 1].split(",")[0]  # the work queue; cpu workers also take "control"
 
 
 def env_of(container: dict) -> dict[str, dict]:

@@ -42,7 +42,7 @@ def test_worker_stop_grace_period_outlasts_the_task_hard_time_limit(name):
 
 
 def test_workers_consume_every_queue_of_the_app():
-    queues = {SERVICES[name]["command"][SERVICES[name]["command"].index("-Q") + 1] for name in WORKERS}
+    queues = {SERVICES[name]["command"][SERVICES[name]["command"].index("-Q") + 1].split(",")[0] for name in WORKERS}
     assert queues == set(QUEUES)
 
 

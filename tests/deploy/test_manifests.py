@@ -195,3 +195,10 @@ def test_prod_runs_in_production_mode_on_versioned_images_with_keda():
     for name in WORKERS:
         assert by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"][
             "terminationGracePeriodSeconds"] > _time_limit(objects)
+
+
+def test_cpu_workers_also_take_the_control_queue_that_starts_jobs():
+    from tasks.app import WORKER_QUEUES
+
+    argv = container_argv(DEPLOYMENTS["worker-cpu"])
+    assert argv[argv.index("-Q") + 1] == WORKER_QUEUES["cpu"] == "cpu,control"
