@@ -6,7 +6,9 @@ On the same 1920×1080 JPEGs as bench/batch_speed.py:
    Per image: latency from submit to done (p50/p95), per-stage ms, the batch size it ran in;
 2. memory: one job of SOAK images with every process's RSS sampled as it runs (after
    WARMUP images, at the end, and the peak), progress followed live through the API;
-3. the zip step: `package` run in a fresh process for the small and the large job.
+3. the zip step: `package` run in a fresh process for the small and the large job;
+4. Redis memory: before any job, at the end of the soak, and once the jobs are past their
+   retention (CUTOUT_RETENTION_HOURS is set short here) and the sweep has run.
 Results go to bench/results/cluster_speed.json.
 """
 
@@ -20,14 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
 from tqdm import tqdm
 
 from bench.batch_speed import _cpu_name, make_inputs, ours
 from bench.served import Served, descendants, http, multipart, rss_mib
 from matting_core.model import get_model, usable_cores
+from tasks.app import app, configure
+from tasks.local_cluster import wait_until
+from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-THROUGHPUT, SOAK, WARMUP = 100, 500, 50  # 100: long enough that start and drain are a small part
+THROUGHPUT, SOAK, WARMUP = 100, 1000, 100  # 100: long enough that start and drain are a small part
+RETENTION_S = 120  # jobs, their objects and Celery's results expire this soon after they are created
 
 
 def submit(served: Served, key: str, files: list[tuple[str, bytes]]) -> tuple[str, float]:
@@ -96,6 +103,21 @@ def zip_peak_rss(served: Served, job: str) -> dict:
             "after_packaging": peak}
 
 
+def redis_used_mib(client: redis.Redis) -> float:
+    return round(client.info("memory")["used_memory"] / 2**20, 2)
+
+
+def expire_and_sweep(served: Served, client: redis.Redis, last_write: float) -> float:
+    """Wait out the retention after the last result was stored (Celery's results and the attempt
+    counters expire with it), run the sweep (beat would, hourly); Redis's used memory then."""
+    time.sleep(max(0.0, last_write + RETENTION_S + 2 - time.time()))
+    configure(app, Settings.from_env({"CUTOUT_BROKER_URL": f"redis://127.0.0.1:{served.ports['REDIS_PORT']}/0"}))
+    app.send_task("cutout.sweep")
+    wait_until(lambda: not client.zcard("cutout:jobs"), 120, "the sweep did not delete the jobs")
+    time.sleep(5)  # the sweep's own result and the last attempt counters expire with the retention
+    return redis_used_mib(client)
+
+
 def main() -> None:
     cores = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +125,11 @@ def main() -> None:
         (tmp / "in").mkdir()
         paths = make_inputs(tmp / "in", THROUGHPUT)
         files = [(p.name, p.read_bytes()) for p in paths]
-        served = Served(tmp / "home", {"CUTOUT_LOG_FORMAT": "json"}).wait_ready()
+        served = Served(tmp / "home", {"CUTOUT_LOG_FORMAT": "json", "CUTOUT_MAX_FILES": str(SOAK),
+                                        "CUTOUT_RETENTION_HOURS": str(RETENTION_S / 3600)}).wait_ready()
+        redis_client = redis.Redis(port=served.ports["REDIS_PORT"])
         try:
+            redis_baseline = redis_used_mib(redis_client)
             key = served.demo()["api_key"]
             warm, started = submit(served, key, files[:4])  # loads the model in the gpu worker
             follow(served, key, warm, 4, "warm-up")
@@ -130,6 +155,8 @@ def main() -> None:
             soak_seconds = max(soak_seen.values()) - soak_started
             end_rss = {name: rss_mib(pid) for name, pid in procs.items()}
             zip_rss = {f"{THROUGHPUT}_images": zip_peak_rss(served, small), f"{SOAK}_images": zip_peak_rss(served, big)}
+            redis_memory = {"before_any_job": redis_baseline, "after_soak": redis_used_mib(redis_client),
+                            "after_expiry_and_sweep": expire_and_sweep(served, redis_client, max(soak_seen.values()))}
         finally:
             served.stop()
         cli = ours(tmp / "in", tmp / "cli-out", get_model("u2netp", device="cpu").load())
@@ -149,6 +176,7 @@ def main() -> None:
                  "rss_growth": growth, "max_worker_rss_growth": max(workers.values()),
                  "web_peak_rss_mib": round(sum(v for k, v in peak_rss.items() if k.startswith("web")), 1)},
         "zip_step_peak_rss_mib": zip_rss,
+        "redis_used_memory_mib": redis_memory,
     }
     out = ROOT / "bench" / "results" / "cluster_speed.json"
     out.write_text(json.dumps(result, indent=2))
