@@ -103,6 +103,12 @@ def zip_peak_rss(served: Served, job: str) -> dict:
             "after_packaging": peak}
 
 
+def window_median(samples, procs, low: int, high: int) -> dict[str, float]:
+    """Each process's median RSS over the samples taken while `low` to `high` images were done."""
+    window = [rss for finished, rss in samples if low <= finished < high]
+    return {name: statistics.median(rss[name] for rss in window) for name in procs} if window else {}
+
+
 def redis_used_mib(client: redis.Redis) -> float:
     return round(client.info("memory")["used_memory"] / 2**20, 2)
 
@@ -141,19 +147,19 @@ def main() -> None:
 
             procs = processes(served)
             soak_files = [(f"{i:04d}-{files[i % len(files)][0]}", files[i % len(files)][1]) for i in range(SOAK)]
-            warm_rss: dict[str, float] = {}
-            peak_rss = dict.fromkeys(procs, 0.0)
+            samples: list[tuple[int, dict[str, float]]] = []  # (images finished, RSS of each process)
 
             def sample(finished: int) -> None:
-                for name, pid in procs.items():
-                    peak_rss[name] = max(peak_rss[name], rss_mib(pid))
-                if finished >= WARMUP and not warm_rss:
-                    warm_rss.update({name: rss_mib(pid) for name, pid in procs.items()})
+                samples.append((finished, {name: rss_mib(pid) for name, pid in procs.items()}))
 
             big, soak_started = submit(served, key, soak_files)
             soak_seen = follow(served, key, big, SOAK, "soak", on_progress=sample)
             soak_seconds = max(soak_seen.values()) - soak_started
-            end_rss = {name: rss_mib(pid) for name, pid in procs.items()}
+            # A process's RSS swings with the image it holds when sampled: compare the median over
+            # the WARMUP images after warm-up with the median over the last WARMUP images.
+            warm_rss = window_median(samples, procs, WARMUP, 2 * WARMUP)
+            end_rss = window_median(samples, procs, SOAK - WARMUP, SOAK + 1)
+            peak_rss = {name: max(rss[name] for _, rss in samples) for name in procs}
             zip_rss = {f"{THROUGHPUT}_images": zip_peak_rss(served, small), f"{SOAK}_images": zip_peak_rss(served, big)}
             redis_memory = {"before_any_job": redis_baseline, "after_soak": redis_used_mib(redis_client),
                             "after_expiry_and_sweep": expire_and_sweep(served, redis_client, max(soak_seen.values()))}
@@ -170,8 +176,8 @@ def main() -> None:
         "cluster": cluster, "cli": {k: cli[k] for k in ("seconds", "images_per_second", "precision")},
         "cluster_vs_cli": round(cluster["images_per_second"] / cli["images_per_second"], 3),
         "soak": {"images": SOAK, "seconds": round(soak_seconds, 1), "images_per_second": round(SOAK / soak_seconds, 3),
-                 f"rss_mib_after_{WARMUP}": {k: round(v, 1) for k, v in warm_rss.items()},
-                 "rss_mib_at_end": {k: round(v, 1) for k, v in end_rss.items()},
+                 f"rss_mib_median_images_{WARMUP}_to_{2 * WARMUP}": {k: round(v, 1) for k, v in warm_rss.items()},
+                 f"rss_mib_median_last_{WARMUP}_images": {k: round(v, 1) for k, v in end_rss.items()},
                  "peak_rss_mib": {k: round(v, 1) for k, v in peak_rss.items()},
                  "rss_growth": growth, "max_worker_rss_growth": max(workers.values()),
                  "web_peak_rss_mib": round(sum(v for k, v in peak_rss.items() if k.startswith("web")), 1)},

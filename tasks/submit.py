@@ -9,6 +9,7 @@ enqueues without importing the model or torch.
 """
 
 from dataclasses import asdict
+from typing import BinaryIO
 
 from celery import chain, chord
 
@@ -16,10 +17,12 @@ from matting_core.options import Options
 from tasks import keys
 from tasks.app import app
 from tasks.jobs import JobStore, new_job_id
-from tasks.storage import Storage
+from tasks.storage import MiB, Storage
+
+_CHUNK = MiB
 
 
-def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
+def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes | BinaryIO]],
                options: Options, rejected: dict[int, str] | None = None) -> str:
     """Store the uploads by key, record the job, enqueue it; returns the job id.
 
@@ -31,14 +34,17 @@ def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[
     return job
 
 
-def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes]],
+def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes | BinaryIO]],
                options: Options, rejected: dict[int, str] | None = None) -> str:
     """Store the uploads and the job record, without enqueueing anything."""
     rejected = rejected or {}
     job = new_job_id()
     for i, (_, data) in enumerate(files):
         if i not in rejected:
-            storage.put(keys.input_key(job, i), data)
+            if isinstance(data, bytes):
+                storage.put(keys.input_key(job, i), data)
+            else:  # a stream (a spooled upload): copied in chunks, never whole in memory
+                storage.put_stream(keys.input_key(job, i), iter(lambda stream=data: stream.read(_CHUNK), b""))
     store.create(job, owner, [name for name, _ in files], asdict(options), rejected)
     return job
 

@@ -10,6 +10,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from flask import current_app, request
 
@@ -23,10 +24,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass
 class Upload:
-    files: list[tuple[str, bytes]] = field(default_factory=list)
+    files: list[tuple[str, bytes | BinaryIO]] = field(default_factory=list)  # bytes, or a stream to copy
     rejected: dict[int, str] = field(default_factory=dict)  # item index -> reason
 
-    def add(self, name: str, data: bytes) -> None:
+    def add(self, name: str, data: bytes | BinaryIO) -> None:
         self.files.append((name, data))
 
     def reject(self, name: str, reason: str) -> None:
@@ -51,6 +52,23 @@ def _read_capped(stream, name: str, upload: Upload) -> None:
         upload.reject(name, f"{name}: larger than the {_mb(cap)} limit per file; resize or compress it")
     else:
         upload.add(name, data)
+
+
+def _add_file(stream, name: str, upload: Upload) -> None:
+    """An uploaded file, kept as its (spooled) stream: it is copied into storage in chunks, so a
+    request of many large files never sits in the web process's memory all at once."""
+    cap = current_app.config["MAX_FILE_BYTES"]
+    try:
+        stream.seek(0, 2)
+        size = stream.tell()
+        stream.seek(0)
+    except (AttributeError, OSError):  # not seekable: read it, within the cap
+        _read_capped(stream, name, upload)
+        return
+    if size > cap:
+        upload.reject(name, f"{name}: larger than the {_mb(cap)} limit per file; resize or compress it")
+    else:
+        upload.add(name, stream)
 
 
 def _check_count(upload: Upload) -> None:
@@ -104,7 +122,7 @@ def from_request(fields: tuple[str, ...] = IMAGE_FIELDS) -> Upload:
         if PurePosixPath((storage.filename or "").lower()).suffix == ".zip":
             archives.append(storage)
             continue
-        _read_capped(storage.stream, label(storage.filename), upload)
+        _add_file(storage.stream, label(storage.filename), upload)
         _check_count(upload)
     for storage in archives:
         _add_archive(storage, upload)
