@@ -37,6 +37,20 @@ def _fail(job: str, i: int, reason: str) -> dict:
     return {"i": i, "status": "failed", "error": reason}
 
 
+def _outcome(task, job: str, i: int, name: str, stage: str, err: Exception) -> dict:
+    """What an error in a stage means for its item: a reason the user can act on, or a retry."""
+    if isinstance(err, CutoutError):
+        return _fail(job, i, str(err))
+    if isinstance(err, KeyNotFound):
+        return _fail(job, i, f"{name}: its stored upload or alpha map is gone (job deleted or expired); "
+                             "upload it again")
+    if isinstance(err, SoftTimeLimitExceeded):
+        return _fail(job, i, f"{name}: took longer than {settings().soft_time_limit} s to {stage}")
+    if isinstance(err, TRANSIENT_ERRORS):
+        return _retry_or_fail(task, job, i, err)
+    return _unexpected(job, i, name, err)  # a bug or a misconfiguration
+
+
 def _unexpected(job: str, i: int, name: str, err: Exception) -> dict:
     # Logged with its traceback for the operator; the user sees what happened and what to do.
     log.exception("job %s item %d (%s) failed unexpectedly", job, i, name)
@@ -79,16 +93,8 @@ def infer(self, job: str, i: int) -> dict:
         with timings.stage("infer"):
             alpha, batch_size = batcher().predict(x, timeout=settings().soft_time_limit)
         storage().put(keys.alpha_key(job, i), encode.encode_mask(alpha))
-    except CutoutError as err:
-        return _fail(job, i, str(err))
-    except KeyNotFound:
-        return _fail(job, i, f"{name}: the stored upload is gone (job deleted or expired); upload it again")
-    except SoftTimeLimitExceeded:
-        return _fail(job, i, f"{name}: took longer than {settings().soft_time_limit} s to infer")
-    except TRANSIENT_ERRORS as err:
-        return _retry_or_fail(self, job, i, err)
-    except Exception as err:  # noqa: BLE001 - a bug or a misconfiguration fails this item, not the chord
-        return _unexpected(job, i, name, err)
+    except Exception as err:  # noqa: BLE001 - sorted out by _outcome; none fails the chord
+        return _outcome(self, job, i, name, "infer", err)
     jobs().update_item(job, i, "inferring", batch_size=batch_size, timings=_rounded(timings))
     return {"i": i, "status": "inferred"}
 
@@ -113,16 +119,8 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
         key = keys.output_key(job, i, opts.extension)
         with timings.stage("store"):
             storage().put(key, result)
-    except CutoutError as err:
-        return _fail(job, i, str(err))
-    except KeyNotFound:
-        return _fail(job, i, f"{item['name']}: its upload or alpha map is gone (job deleted or expired)")
-    except SoftTimeLimitExceeded:
-        return _fail(job, i, f"{item['name']}: took longer than {settings().soft_time_limit} s to finish")
-    except TRANSIENT_ERRORS as err:
-        return _retry_or_fail(self, job, i, err)
-    except Exception as err:  # noqa: BLE001 - a bug or a misconfiguration fails this item, not the chord
-        return _unexpected(job, i, item["name"], err)
+    except Exception as err:  # noqa: BLE001 - sorted out by _outcome; none fails the chord
+        return _outcome(self, job, i, item["name"], "finish", err)
     jobs().update_item(job, i, "done", output_key=key, timings=_rounded(timings))
     metrics.images_total.labels("done").inc()
     metrics.observe_timings(timings.ms)
