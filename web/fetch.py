@@ -19,6 +19,8 @@ import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
 
+from web.uploads import megabytes as _mb
+
 MAX_REDIRECTS = 3
 _CHUNK = 64 * 1024
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -26,10 +28,6 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 class FetchError(ValueError):
     """The URL was refused or could not be fetched; the message says which and why."""
-
-
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):g} MB"
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

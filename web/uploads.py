@@ -41,7 +41,7 @@ def label(name: str | None) -> str:
     return name[:MAX_NAME_CHARS]
 
 
-def _mb(n: int) -> str:
+def megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):g} MB"
 
 
@@ -49,7 +49,7 @@ def _read_capped(stream, name: str, upload: Upload) -> None:
     cap = current_app.config["MAX_FILE_BYTES"]
     data = stream.read(cap + 1)  # one byte past the cap tells "too large" without reading it all
     if len(data) > cap:
-        upload.reject(name, f"{name}: larger than the {_mb(cap)} limit per file; resize or compress it")
+        upload.reject(name, f"{name}: larger than the {megabytes(cap)} limit per file; resize or compress it")
     else:
         upload.add(name, data)
 
@@ -66,7 +66,7 @@ def _add_file(stream, name: str, upload: Upload) -> None:
         _read_capped(stream, name, upload)
         return
     if size > cap:
-        upload.reject(name, f"{name}: larger than the {_mb(cap)} limit per file; resize or compress it")
+        upload.reject(name, f"{name}: larger than the {megabytes(cap)} limit per file; resize or compress it")
     else:
         upload.add(name, stream)
 
@@ -94,8 +94,8 @@ def _add_archive(storage, upload: Upload) -> None:
                and not PurePosixPath(m.filename.replace("\\", "/")).name.startswith(".")]
     claimed, cap = sum(m.file_size for m in members), current_app.config["MAX_ARCHIVE_BYTES"]
     if claimed > cap:
-        raise ApiError(413, "archive_too_large", f"{zip_name} inflates to {_mb(claimed)}, over the {_mb(cap)} "
-                                                 "limit for one archive; split it into several")
+        raise ApiError(413, "archive_too_large", f"{zip_name} inflates to {megabytes(claimed)}, over the "
+                                                 f"{megabytes(cap)} limit for one archive; split it into several")
     for member in members:
         name = label(f"{zip_name}!{member.filename}")
         if _unsafe_member(member.filename):
@@ -103,7 +103,7 @@ def _add_archive(storage, upload: Upload) -> None:
         elif PurePosixPath(member.filename.lower()).suffix in ARCHIVE_SUFFIXES:
             upload.reject(name, f"{name}: archives inside archives are not unpacked; upload it on its own")
         elif member.file_size > current_app.config["MAX_FILE_BYTES"]:
-            upload.reject(name, f"{name}: larger than the {_mb(current_app.config['MAX_FILE_BYTES'])} limit "
+            upload.reject(name, f"{name}: larger than the {megabytes(current_app.config['MAX_FILE_BYTES'])} limit "
                                 "per file; resize or compress it")
         else:
             try:

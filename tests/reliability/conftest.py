@@ -22,6 +22,8 @@ from tasks.settings import Settings
 from tasks.storage import s3_client
 from tests.conftest import DATA, PHOTOS
 from tests.tasks.conftest import REGION, _wait_until_answering
+from tests.web.conftest import make_app, stack_env, start_workers, two_users
+from web.extensions import limiter
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET = "jobs"
@@ -173,28 +175,21 @@ def make_cluster(tmp_path):
 
 
 # --- the web app's stack (test_hostile_inputs, test_security, test_load) ------------------------------
-# tests/web/conftest.py's fixtures, redefined rather than imported: an imported fixture is a second
-# fixture with its own session instance, so in one run the web tests' workers (database 3, their own
-# CUTOUT_HOME) would meet these. Database 5 keeps the two stacks apart.
+# tests/web/conftest.py's fixtures, declared again over its helpers rather than imported: an
+# imported fixture is a second fixture with its own session instance, so in one run the web
+# tests' workers (database 3, their own CUTOUT_HOME) would meet these. Database 5 keeps the two stacks apart.
 
 WEB_REDIS_DB = 5
 
 
 @pytest.fixture(scope="session")
 def web_env(redis_url, tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("reliability-home")
-    (home / "weights").symlink_to(cutout_home() / "weights")
-    url = redis_url.rsplit("/", 1)[0] + f"/{WEB_REDIS_DB}"
-    return {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu",
-            "CUTOUT_SOFT_TIME_LIMIT": "25", "CUTOUT_TIME_LIMIT": "30"}
+    return stack_env(redis_url, tmp_path_factory.mktemp("reliability-home"), WEB_REDIS_DB)
 
 
 @pytest.fixture(scope="session")
 def workers(web_env, tmp_path_factory):
-    """A gpu-queue (threads) and a cpu-queue (prefork) `celery worker`, as tests/web starts them."""
-    logs = tmp_path_factory.mktemp("reliability-logs")
-    started = {"gpu": Worker("gpu", web_env, logs / "gpu.log", concurrency=4),
-               "cpu": Worker("cpu", web_env, logs / "cpu.log", concurrency=2)}
+    started = start_workers(web_env, tmp_path_factory.mktemp("reliability-logs"))
     yield started
     for worker in started.values():
         worker.stop()
@@ -202,9 +197,6 @@ def workers(web_env, tmp_path_factory):
 
 @pytest.fixture
 def app(web_env):
-    from tests.web.conftest import make_app
-    from web.extensions import limiter
-
     app = make_app(web_env)
     yield app
     limiter.reset()
@@ -217,10 +209,4 @@ def client(app):
 
 @pytest.fixture
 def users(app) -> dict:
-    """Two users, each with a password and an API key: {"alice": {"password", "api_key", "headers"}, "bob": ...}."""
-    store = app.extensions["cutout"].users
-    made = {}
-    for name in ("alice", "bob"):
-        password, key = store.add(name)
-        made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
-    return made
+    return two_users(app)

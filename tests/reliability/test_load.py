@@ -15,13 +15,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
+from bench.batch_speed import _cpu_name
 from tasks.local_cluster import ROOT, free_port
 from tests.conftest import DATA, PHOTOS
 from tests.web.conftest import make_app
@@ -126,13 +126,6 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def test_more_concurrent_submits_than_the_broker_pool_limit_do_not_deadlock(web_env):
     # Celery's stock pool limit (10) deadlocked this: a chord's group holds a connection while each
     # chain takes another. tasks.app configures a pool of 128.
@@ -214,7 +207,7 @@ def write_results(submit: list[float], answers: list[int], total_s: float, users
         "total_s": round(total_s, 2),
         "images_per_second": round(done / total_s, 3),
         "http": {"requests": len(answers), "non_2xx": sum(not 200 <= c < 300 for c in answers)},
-        "machine": {"cpus": os.cpu_count(), "processor": cpu_name(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

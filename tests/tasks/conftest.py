@@ -1,6 +1,5 @@
 """Real servers for tasks/ tests: a Redis, a local directory and an S3-compatible server (moto_server)."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.local_cluster import free_port
 from tasks.storage import LocalStorage, S3Storage, s3_client
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"  # the one region where create_bucket needs no LocationConstraint
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_answering(url: str, server: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
@@ -50,7 +44,7 @@ def s3_server(tmp_path_factory):
         env.delenv("AWS_SESSION_TOKEN", raising=False)
         env.setenv("AWS_CONFIG_FILE", str(tmp_path_factory.mktemp("aws") / "config"))
         env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path_factory.mktemp("aws") / "credentials"))
-        port = _free_port()
+        port = free_port()
         log = tmp_path_factory.mktemp("moto") / "moto_server.log"
         with log.open("wb") as out:
             server = subprocess.Popen(

@@ -15,21 +15,39 @@ from web import create_app
 from web.extensions import limiter
 
 
-@pytest.fixture(scope="session")
-def web_env(redis_url, tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("web-home")
+def stack_env(redis_url: str, home, db: int) -> dict:
+    """The environment of a web stack on Redis database `db` with its own CUTOUT_HOME."""
     (home / "weights").symlink_to(cutout_home() / "weights")
-    url = redis_url.rsplit("/", 1)[0] + "/3"
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
     return {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu",
             "CUTOUT_SOFT_TIME_LIMIT": "25", "CUTOUT_TIME_LIMIT": "30"}
+
+
+def start_workers(env: dict, logs) -> dict:
+    """A gpu-queue (threads) and a cpu-queue (prefork) `celery worker` for that environment."""
+    return {"gpu": Worker("gpu", env, logs / "gpu.log", concurrency=4),
+            "cpu": Worker("cpu", env, logs / "cpu.log", concurrency=2)}
+
+
+def two_users(app) -> dict:
+    """{"alice": {"password", "api_key", "headers"}, "bob": ...}, made in the app's user store."""
+    store = app.extensions["cutout"].users
+    made = {}
+    for name in ("alice", "bob"):
+        password, key = store.add(name)
+        made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
+    return made
+
+
+@pytest.fixture(scope="session")
+def web_env(redis_url, tmp_path_factory) -> dict:
+    return stack_env(redis_url, tmp_path_factory.mktemp("web-home"), 3)
 
 
 @pytest.fixture(scope="session")
 def workers(web_env, tmp_path_factory):
     """Real workers for both queues, started once for every web test that needs jobs to finish."""
-    logs = tmp_path_factory.mktemp("web-logs")
-    started = {"gpu": Worker("gpu", web_env, logs / "gpu.log", concurrency=4),
-               "cpu": Worker("cpu", web_env, logs / "cpu.log", concurrency=2)}
+    started = start_workers(web_env, tmp_path_factory.mktemp("web-logs"))
     yield started
     for worker in started.values():
         worker.stop()
@@ -53,13 +71,7 @@ def app(web_env):
 
 @pytest.fixture
 def users(app) -> dict:
-    """Two users, each with a password and an API key: {"alice": {"password", "api_key"}, "bob": ...}."""
-    store = app.extensions["cutout"].users
-    made = {}
-    for name in ("alice", "bob"):
-        password, key = store.add(name)
-        made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
-    return made
+    return two_users(app)
 
 
 @pytest.fixture
