@@ -1,7 +1,8 @@
 """Job records in Redis: the job, its items, idempotent counters and a progress stream.
 
 Counters are set cardinalities (SADD of item numbers), so a redelivered task that
-reports the same item twice never counts it twice.
+reports the same item twice never counts it twice. A finished item is not moved back by a
+task (see `update_item`): only `requeue`, a new run the user asked for, starts it over.
 """
 
 import json
@@ -24,6 +25,21 @@ _FAIL_IF_STALLED = ("local s = redis.call('HGET', KEYS[1], 'status') "
                     "then return 0 end "
                     "redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2]) "
                     "redis.call('ZREM', KEYS[2], ARGV[3]) return 1")
+# An item's new state and fields, in one step with the check that keeps a finished item finished.
+# KEYS: items hash, done set, failed set. ARGV: index, state, fields (JSON), force ("1"/"0").
+_SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
+             "local item, state, fields = cjson.decode(raw or '{}'), ARGV[2], cjson.decode(ARGV[3]) "
+             "local was, final = item.state, ARGV[2] == 'done' or ARGV[2] == 'failed' "
+             "if (was == 'done' or was == 'failed') and not final then return 0 end "
+             "if was == 'done' and state == 'failed' and ARGV[4] ~= '1' then return 0 end "
+             "for k, v in pairs(fields) do item[k] = v end "
+             "if state ~= 'failed' and fields.error == nil then item.error = nil end "
+             "item.state = state "
+             "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item)) "
+             "redis.call('SREM', KEYS[2], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[1]) "
+             "if state == 'done' then redis.call('SADD', KEYS[2], ARGV[1]) "
+             "elseif state == 'failed' then redis.call('SADD', KEYS[3], ARGV[1]) end "
+             "return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
 
@@ -106,29 +122,37 @@ class JobStore:
     def item(self, job: str, i: int) -> dict:
         return json.loads(self.r.hget(self._k(job, "items"), str(i)) or "{}")
 
-    def update_item(self, job: str, i: int, state: str, **fields) -> None:
+    def update_item(self, job: str, i: int, state: str, force: bool = False, **fields) -> bool:
         """Record an item's new state; done/failed move it between the counting sets.
 
+        Returns False, writing nothing, where that would move a finished item back: a done or
+        failed item into a running state, or (unless `force`, for an output the store lost) a
+        done item to failed. Those updates come from a second delivery of a task whose work
+        already finished (its worker died after the work, before the ack); applied, they would
+        take a finished item out of the counts of a job that is already done.
         A job already deleted (a very late redelivery after the sweep) is left deleted.
         """
         if not self.exists(job):
-            return
-        item = {**self.item(job, i), **fields, "state": state}
-        if state != "failed" and "error" not in fields:
-            item.pop("error", None)
+            return False
+        sets = [self._k(job, "items"), self._k(job, "done"), self._k(job, "failed")]
+        if not self.r.eval(_SET_ITEM, 3, *sets, str(i), state, json.dumps(fields), int(force)):
+            return False
         pipe = self.r.pipeline()
-        pipe.hset(self._k(job, "items"), str(i), json.dumps(item))
-        if state in ("done", "failed"):
-            other = "failed" if state == "done" else "done"
-            pipe.srem(self._k(job, other), i)
-            pipe.sadd(self._k(job, state), i)
-        else:
+        self._progressed(pipe, job, time.time())
+        pipe.eval(_START, 1, self._k(job))
+        pipe.execute()
+        self._event(job, {"i": i, "state": state, "error": fields.get("error", "") if state == "failed" else ""})
+        return True
+
+    def requeue(self, job: str, indices: list[int]) -> None:
+        """Start these items over (a retry or a recompose): queued again, counted nowhere."""
+        items, pipe = self.items(job), self.r.pipeline()
+        for i in indices:
+            item = {k: v for k, v in items[i].items() if k != "error"}
+            pipe.hset(self._k(job, "items"), str(i), json.dumps({**item, "state": "queued"}))
             pipe.srem(self._k(job, "done"), i)
             pipe.srem(self._k(job, "failed"), i)
-        self._progressed(pipe, job, time.time())
         pipe.execute()
-        self.r.eval(_START, 1, self._k(job))
-        self._event(job, {"i": i, "state": state, "error": item.get("error") or ""})
 
     def set_status(self, job: str, status: str, **fields) -> None:
         pipe = self.r.pipeline()

@@ -56,6 +56,7 @@ def retry_job(storage: Storage, store: JobStore, job: str) -> list[int]:
     """
     todo = [i for i, item in store.items(job).items()
             if item["state"] != "done" and storage.exists(keys.input_key(job, i))]
+    store.requeue(job, todo)
     store.set_status(job, "queued", error="")
     _launch(job, todo, with_infer=True)
     return todo
@@ -65,6 +66,7 @@ def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> 
     """New options on a finished batch: finish and package again from the stored alpha maps, no GPU."""
     store.set_options(job, asdict(options))
     todo = [i for i in store.items(job) if storage.exists(keys.alpha_key(job, i))]
+    store.requeue(job, todo)
     store.set_status(job, "queued", error="")
     _launch(job, todo, with_infer=False)
     return todo

@@ -29,12 +29,22 @@ _DELETED = {"status": "failed", "error": "the job was deleted"}
 RETRY_COUNTDOWNS = (2, 4, 8, 10, 10, 10, 10, 10)
 
 
-def _fail(job: str, i: int, reason: str) -> dict:
+def _fail(job: str, i: int, reason: str, force: bool = False) -> dict:
     # The one place an item fails: its reason is logged here, once.
+    if not jobs().update_item(job, i, "failed", force=force, error=reason) and jobs().exists(job):
+        return _as_finished(job, i)  # a duplicate's late failure leaves a done item done
     log.warning("item failed", extra={"job": job, "item": i, "reason": reason})
     metrics.images_total.labels("failed").inc()
-    jobs().update_item(job, i, "failed", error=reason)
     return {"i": i, "status": "failed", "error": reason}
+
+
+def _as_finished(job: str, i: int) -> dict:
+    """The result of an item that already finished, for a second delivery of its task (its
+    worker died after the work, before the ack): returned as it stands, nothing redone."""
+    item = jobs().item(job, i)
+    if item.get("state") == "done":
+        return {"i": i, "status": "done", "key": item.get("output_key")}
+    return {"i": i, "status": "failed", "error": item.get("error", "")}
 
 
 def _outcome(task, job: str, i: int, name: str, stage: str, err: Exception) -> dict:
@@ -83,9 +93,10 @@ def _countdown(task) -> int:
 def infer(self, job: str, i: int) -> dict:
     if not jobs().exists(job):
         return _DELETED | {"i": i}
+    if not jobs().update_item(job, i, "inferring"):
+        return _as_finished(job, i)
     if (poisoned := _poisoned(self, job, i)) is not None:
         return poisoned
-    jobs().update_item(job, i, "inferring")
     name, timings = jobs().item(job, i)["name"], pipeline.Timings()
     try:
         data = storage().get(keys.input_key(job, i))
@@ -105,11 +116,12 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
         return previous
     if not jobs().exists(job):
         return _DELETED | {"i": i}
+    if not jobs().update_item(job, i, "finishing"):
+        return _as_finished(job, i)
     if (poisoned := _poisoned(self, job, i)) is not None:
         return poisoned
     record, item = jobs().job(job), jobs().item(job, i)
     opts = Options(**record["options"])
-    jobs().update_item(job, i, "finishing")
     timings = pipeline.Timings()
     timings.ms.update(item.get("timings", {}))
     try:
@@ -158,7 +170,8 @@ def _zip_what_is_stored(job: str) -> str:
             if not lost:
                 raise
             for i, item in lost:
-                _fail(job, i, f"{item['name']}: its output is gone from storage (the store lost it); retry the job")
+                _fail(job, i, f"{item['name']}: its output is gone from storage (the store lost it); retry the job",
+                      force=True)
 
 
 @app.task(name="cutout.launch")

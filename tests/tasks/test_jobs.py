@@ -132,19 +132,38 @@ def _without_timings(manifest: dict) -> dict:
     return {**manifest, "files": [{k: v for k, v in f.items() if k != "timings_ms"} for f in manifest["files"]]}
 
 
-def test_running_every_task_twice_leaves_the_same_objects_and_manifest(cluster):
+def _run_every_task(job: str) -> list[dict]:
+    results = [finish.apply(args=(infer.apply(args=(job, i)).get(), job, i)).get() for i in range(3)]
+    package.apply(args=(job,)).get()
+    return results
+
+
+def test_running_every_task_again_leaves_the_same_objects_and_manifest(cluster):
     storage, store = cluster["storage"], cluster["jobs"]
     job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options())
     snapshots = []
     for _ in range(2):
-        results = [finish.apply(args=(infer.apply(args=(job, i)).get(), job, i)).get() for i in range(3)]
-        package.apply(args=(job,)).get()
+        store.requeue(job, [0, 1, 2])  # a new run of every item, as a retry or recompose makes
+        results = _run_every_task(job)
         with zip_of(cluster, job) as zf:
             entries = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
             manifest = _without_timings(json.loads(zf.read("manifest.json")))
         snapshots.append((results, _objects(storage, job, 2, "png"), entries, manifest))
     assert snapshots[0] == snapshots[1]
     assert [r["status"] for r in snapshots[0][0]] == ["done", "done", "failed"]
+    assert (store.job(job)["done"], store.job(job)["failed"]) == (2, 1)
+
+
+def test_a_second_delivery_of_finished_work_changes_nothing(cluster):
+    # A worker killed after an image's work, before the ack: Redis hands the task out again.
+    storage, store = cluster["storage"], cluster["jobs"]
+    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options())
+    first = _run_every_task(job)
+    items, events = store.items(job), len(store.events(job, block_ms=10))
+    assert [infer.apply(args=(job, i)).get() for i in range(3)] == first
+    assert [finish.apply(args=({"i": i, "status": "inferred"}, job, i)).get() for i in range(3)] == first
+    assert store.items(job) == items  # timings included: nothing ran again
+    assert len(store.events(job, block_ms=10)) == events
     assert (store.job(job)["done"], store.job(job)["failed"]) == (2, 1)
 
 

@@ -1,5 +1,6 @@
 """JobStore against a real Redis: records, idempotent counters, the progress stream, the indexes; and the manifest."""
 
+import json
 import time
 
 import pytest
@@ -54,22 +55,44 @@ def test_marking_an_item_done_twice_counts_it_once(store, job):
     assert (record["done"], record["failed"]) == (1, 0)
 
 
-def test_an_item_moved_from_done_to_failed_counts_only_as_failed(store, job):
+def test_a_done_item_whose_output_was_lost_is_forced_to_failed(store, job):
     store.update_item(job, 0, "done")
     store.update_item(job, 1, "done")
-    store.update_item(job, 0, "failed", error="bad")
+    assert not store.update_item(job, 0, "failed", error="late")  # a duplicate's failure
+    assert store.update_item(job, 0, "failed", force=True, error="output lost")
     record = store.job(job)
     assert (record["done"], record["failed"]) == (1, 1)
+    assert store.item(job, 0)["error"] == "output lost"
+
+
+def test_a_failed_item_that_a_second_delivery_finishes_counts_as_done(store, job):
+    store.update_item(job, 0, "failed", error="took too long")
+    assert store.update_item(job, 0, "done", output_key="k0")
+    record = store.job(job)
+    assert (record["done"], record["failed"]) == (1, 0)
 
 
 @pytest.mark.parametrize("final", ["done", "failed"])
 @pytest.mark.parametrize("again", ["queued", "inferring", "finishing"])
-def test_an_item_back_in_a_non_final_state_is_counted_nowhere(store, job, final, again):
-    store.update_item(job, 0, final)
-    store.update_item(job, 0, again)
+def test_a_finished_item_is_not_moved_back_to_running(store, job, final, again):
+    store.update_item(job, 0, final, output_key="k0")
+    events_before = len(store.events(job, block_ms=10))
+    assert not store.update_item(job, 0, again, batch_size=8)
     record = store.job(job)
-    assert (record["done"], record["failed"]) == (0, 0)
-    assert store.item(job, 0)["state"] == again
+    assert (record["done"], record["failed"]) == ((1, 0) if final == "done" else (0, 1))
+    assert store.item(job, 0) == {"name": "a.jpg", "state": final, "output_key": "k0"}
+    assert len(store.events(job, block_ms=10)) == events_before
+
+
+@pytest.mark.parametrize("final", ["done", "failed"])
+def test_requeue_starts_finished_items_over(store, job, final):
+    store.update_item(job, 0, final, output_key="k0", error="bad")
+    store.update_item(job, 1, "done")
+    store.requeue(job, [0])
+    record = store.job(job)
+    assert (record["done"], record["failed"]) == (1, 0)
+    assert store.item(job, 0) == {"name": "a.jpg", "state": "queued", "output_key": "k0"}
+    assert store.update_item(job, 0, "inferring")
 
 
 def test_the_first_update_starts_the_job(store, job):
@@ -90,12 +113,18 @@ def test_update_keeps_earlier_fields_and_replaces_the_state(store, job):
                                   "output_key": "jobs/x/out/1.png"}
 
 
-@pytest.mark.parametrize("again", ["queued", "inferring", "done"])
-def test_an_item_keeps_its_error_only_while_failed(store, job, again):
+def test_an_item_keeps_its_error_only_while_failed(store, job):
     store.update_item(job, 0, "failed", error="a.jpg: not an image")
     assert store.item(job, 0)["error"] == "a.jpg: not an image"
-    store.update_item(job, 0, again)
+    store.update_item(job, 0, "done")
     assert "error" not in store.item(job, 0)
+
+
+def test_names_and_fields_survive_the_update_unchanged(store, job):
+    fields = {"batch_size": 4, "timings": {"infer": 12.5, "decode": 0.1}, "output_key": "jobs/x/out/1.png"}
+    store.r.hset(f"cutout:job:{job}:items", "1", json.dumps({"name": "Zürich café/1 \"x\".jpg", "state": "queued"}))
+    store.update_item(job, 1, "done", **fields)
+    assert store.item(job, 1) == {"name": "Zürich café/1 \"x\".jpg", "state": "done", **fields}
 
 
 def test_every_update_appends_an_event_with_the_counts(store, job):
