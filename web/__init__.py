@@ -15,7 +15,7 @@ from tasks.app import configure
 from tasks.jobs import JobStore
 from tasks.storage import make_storage
 from web import config as web_config
-from web import errors
+from web import errors, uploads
 from web.extensions import Services, csrf, limiter
 from web.users import UserStore
 
@@ -31,6 +31,7 @@ SECURITY_HEADERS = {
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
+    app.request_class = uploads.Request  # a large upload's files spool to disk, not memory
     app.config.update(web_config.from_env())
     app.config.update(config or {})
     settings = app.config["CUTOUT_SETTINGS"]

@@ -34,6 +34,9 @@ def from_env(env: dict | None = None) -> dict:
         "SECRET_KEY": secret or secrets.token_hex(32),
         "MAX_FILE_BYTES": int(float(get("MAX_FILE_MB", 25)) * MB),
         "MAX_FILES": int(get("MAX_FILES", 500)),
+        # Werkzeug's own cap on multipart parts (1,000 by default), kept above ours: past MAX_FILES
+        # the user gets our message; past this the parser stops before spooling any more files.
+        "MAX_FORM_PARTS": int(get("MAX_FILES", 500)) + 100,
         # Flask answers 413 itself above this, before reading the body.
         "MAX_CONTENT_LENGTH": int(float(get("MAX_REQUEST_MB", 1024)) * MB),
         # Zip uploads: the sum of what the members claim once inflated (zip bombs).

@@ -3,13 +3,16 @@
 import io
 import json
 import time
+import tracemalloc
 import zipfile
 
 import pytest
 from PIL import Image
 
+from bench.served import multipart
 from tasks import keys
 from tests.conftest import DATA
+from web import uploads
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +87,38 @@ def test_a_request_over_the_total_size_is_413(app, client, users):
     app.config["MAX_CONTENT_LENGTH"] = 50_000
     r = post_job(client, users["alice"]["headers"], ("big.jpg", b"x" * 60_000))
     assert r.status_code == 413 and error_of(r)["code"] == "request_entity_too_large"
+
+
+def _upload_peak(client, headers, body: bytes, content_type: str):
+    """The response, and the most memory Python held while the web app took the upload."""
+    tracemalloc.start()
+    try:
+        r = client.post("/api/v1/jobs", data=body, headers=headers, content_type=content_type)
+        return r, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("spool_above, in_memory", [(uploads.SPOOL_REQUEST_BYTES, False), (10**12, True)])
+def test_a_large_upload_goes_to_disk_not_into_the_web_process(client, users, monkeypatch, spool_above, in_memory):
+    # The second case shows the measure can tell: files kept in memory (werkzeug's default).
+    monkeypatch.setattr(uploads, "SPOOL_REQUEST_BYTES", spool_above)
+    photo = small_jpeg(size=(1024, 768))
+    count = 8 * 1024 * 1024 // len(photo) + 10
+    body, content_type = multipart([(f"{i}.jpg", photo) for i in range(count)])
+    r, peak = _upload_peak(client, users["alice"]["headers"], body, content_type)
+    assert r.status_code == 202 and r.get_json()["total"] == count
+    assert (peak > len(body)) if in_memory else (peak < len(body) / 4), f"peak {peak} for a {len(body)}-byte upload"
+
+
+def test_the_members_of_an_uploaded_zip_go_to_disk_one_by_one(client, users):
+    photo = small_jpeg(size=(1024, 768))
+    count = 8 * 1024 * 1024 // len(photo) + 10
+    archive = zip_of({f"{i}.jpg": photo for i in range(count)})
+    body, content_type = multipart([("photos.zip", archive)], field="archive")
+    r, peak = _upload_peak(client, users["alice"]["headers"], body, content_type)
+    assert r.status_code == 202 and r.get_json()["total"] == count
+    assert peak < len(body) / 4, f"peak {peak} for a {len(body)}-byte zip"
 
 
 def test_a_file_over_the_size_limit_fails_alone_naming_the_file(app, client, users):
