@@ -27,8 +27,10 @@ _FAIL_IF_STALLED = ("local s = redis.call('HGET', KEYS[1], 'status') "
                     "redis.call('ZREM', KEYS[2], ARGV[3]) return 1")
 # An item's new state and fields, in one step with the check that keeps a finished item finished.
 # KEYS: items hash, done set, failed set. ARGV: index, state, fields (JSON), force ("1"/"0").
+# No item means no job (deleted, or swept): nothing is written.
 _SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
-             "local item, state, fields = cjson.decode(raw or '{}'), ARGV[2], cjson.decode(ARGV[3]) "
+             "if not raw then return 0 end "
+             "local item, state, fields = cjson.decode(raw), ARGV[2], cjson.decode(ARGV[3]) "
              "local was, final = item.state, ARGV[2] == 'done' or ARGV[2] == 'failed' "
              "if (was == 'done' or was == 'failed') and not final then return 0 end "
              "if was == 'done' and state == 'failed' and ARGV[4] ~= '1' then return 0 end "
@@ -132,8 +134,6 @@ class JobStore:
         take a finished item out of the counts of a job that is already done.
         A job already deleted (a very late redelivery after the sweep) is left deleted.
         """
-        if not self.exists(job):
-            return False
         sets = [self._k(job, "items"), self._k(job, "done"), self._k(job, "failed")]
         if not self.r.eval(_SET_ITEM, 3, *sets, str(i), state, json.dumps(fields), int(force)):
             return False

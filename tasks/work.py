@@ -89,14 +89,18 @@ def _countdown(task) -> int:
     return min(RETRY_COUNTDOWNS[task.request.retries], settings().visibility_timeout // 2)
 
 
+def _start(task, job: str, i: int, stage: str) -> dict | None:
+    """Mark the item as in `stage`; or, where it must not run, the result to return at once:
+    the job was deleted, the item already finished (a second delivery), or it kills workers."""
+    if not jobs().update_item(job, i, stage):
+        return _as_finished(job, i) if jobs().exists(job) else _DELETED | {"i": i}
+    return _poisoned(task, job, i)
+
+
 @app.task(name="cutout.infer", bind=True, max_retries=len(RETRY_COUNTDOWNS))
 def infer(self, job: str, i: int) -> dict:
-    if not jobs().exists(job):
-        return _DELETED | {"i": i}
-    if not jobs().update_item(job, i, "inferring"):
-        return _as_finished(job, i)
-    if (poisoned := _poisoned(self, job, i)) is not None:
-        return poisoned
+    if (early := _start(self, job, i, "inferring")) is not None:
+        return early
     name, timings = jobs().item(job, i)["name"], pipeline.Timings()
     try:
         data = storage().get(keys.input_key(job, i))
@@ -114,12 +118,8 @@ def infer(self, job: str, i: int) -> dict:
 def finish(self, previous: dict, job: str, i: int) -> dict:
     if previous.get("status") == "failed":
         return previous
-    if not jobs().exists(job):
-        return _DELETED | {"i": i}
-    if not jobs().update_item(job, i, "finishing"):
-        return _as_finished(job, i)
-    if (poisoned := _poisoned(self, job, i)) is not None:
-        return poisoned
+    if (early := _start(self, job, i, "finishing")) is not None:
+        return early
     record, item = jobs().job(job), jobs().item(job, i)
     opts = Options(**record["options"])
     timings = pipeline.Timings()
