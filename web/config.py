@@ -22,6 +22,7 @@ def from_env(env: dict | None = None) -> dict:
     env = os.environ if env is None else env
     get = lambda name, default: env.get(f"CUTOUT_{name}") or default  # noqa: E731
     production = get("ENV", "development") == "production"
+    max_files = int(get("MAX_FILES", 500))
     secret = get("SECRET_KEY", None)
     if production and not _strong(secret):
         raise RuntimeError("CUTOUT_ENV=production needs CUTOUT_SECRET_KEY: at least 32 random characters, not a "
@@ -33,10 +34,10 @@ def from_env(env: dict | None = None) -> dict:
         # A random key per process is fine for development: sessions end with the process.
         "SECRET_KEY": secret or secrets.token_hex(32),
         "MAX_FILE_BYTES": int(float(get("MAX_FILE_MB", 25)) * MB),
-        "MAX_FILES": int(get("MAX_FILES", 500)),
+        "MAX_FILES": max_files,
         # Werkzeug's own cap on multipart parts (1,000 by default), kept above ours: past MAX_FILES
         # the user gets our message; past this the parser stops before spooling any more files.
-        "MAX_FORM_PARTS": int(get("MAX_FILES", 500)) + 100,
+        "MAX_FORM_PARTS": max_files + 100,
         # Flask answers 413 itself above this, before reading the body.
         "MAX_CONTENT_LENGTH": int(float(get("MAX_REQUEST_MB", 1024)) * MB),
         # Zip uploads: the sum of what the members claim once inflated (zip bombs).

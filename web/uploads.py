@@ -16,6 +16,7 @@ from typing import BinaryIO
 from flask import Request as FlaskRequest
 from flask import current_app, request
 
+from tasks.storage import MiB
 from web.errors import ApiError
 
 IMAGE_FIELDS = ("images", "images[]")  # "images[]" is what PHP-style clients send
@@ -23,8 +24,7 @@ ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar",
 MAX_NAME_CHARS = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Above this size a request's files go to disk as they arrive; below it they may stay in memory.
-SPOOL_REQUEST_BYTES = 8 * 1024 * 1024
-_CHUNK = 1024 * 1024
+SPOOL_REQUEST_BYTES = 8 * MiB
 
 
 class Request(FlaskRequest):
@@ -68,7 +68,7 @@ def _read_capped(stream, name: str, upload: Upload) -> None:
     cap, size = current_app.config["MAX_FILE_BYTES"], 0
     # Closed when the request's Upload is dropped, like werkzeug's own spooled files.
     spool = tempfile.TemporaryFile("rb+")
-    while chunk := stream.read(_CHUNK):
+    while chunk := stream.read(MiB):
         size += len(chunk)
         if size > cap:
             spool.close()

@@ -22,8 +22,7 @@ from tasks.settings import Settings
 from tasks.storage import s3_client
 from tests.conftest import DATA, PHOTOS
 from tests.tasks.conftest import REGION, _wait_until_answering
-from tests.web.conftest import make_app, stack_env, start_workers, two_users
-from web.extensions import limiter
+from tests.web.conftest import app, client, stack_env, users, workers  # noqa: F401 - fixtures, over this web_env
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET = "jobs"
@@ -185,28 +184,3 @@ WEB_REDIS_DB = 5
 @pytest.fixture(scope="session")
 def web_env(redis_url, tmp_path_factory) -> dict:
     return stack_env(redis_url, tmp_path_factory.mktemp("reliability-home"), WEB_REDIS_DB)
-
-
-@pytest.fixture(scope="session")
-def workers(web_env, tmp_path_factory):
-    started = start_workers(web_env, tmp_path_factory.mktemp("reliability-logs"))
-    yield started
-    for worker in started.values():
-        worker.stop()
-
-
-@pytest.fixture
-def app(web_env):
-    app = make_app(web_env)
-    yield app
-    limiter.reset()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def users(app) -> dict:
-    return two_users(app)

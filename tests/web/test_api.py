@@ -89,6 +89,11 @@ def test_a_request_over_the_total_size_is_413(app, client, users):
     assert r.status_code == 413 and error_of(r)["code"] == "request_entity_too_large"
 
 
+def _photos_past_the_spool_size() -> list[tuple[str, bytes]]:
+    photo = small_jpeg(size=(1024, 768))
+    return [(f"{i}.jpg", photo) for i in range(uploads.SPOOL_REQUEST_BYTES // len(photo) + 10)]
+
+
 def _upload_peak(client, headers, body: bytes, content_type: str):
     """The response, and the most memory Python held while the web app took the upload."""
     tracemalloc.start()
@@ -102,22 +107,19 @@ def _upload_peak(client, headers, body: bytes, content_type: str):
 @pytest.mark.parametrize("spool_above, in_memory", [(uploads.SPOOL_REQUEST_BYTES, False), (10**12, True)])
 def test_a_large_upload_goes_to_disk_not_into_the_web_process(client, users, monkeypatch, spool_above, in_memory):
     # The second case shows the measure can tell: files kept in memory (werkzeug's default).
+    photos = _photos_past_the_spool_size()
     monkeypatch.setattr(uploads, "SPOOL_REQUEST_BYTES", spool_above)
-    photo = small_jpeg(size=(1024, 768))
-    count = 8 * 1024 * 1024 // len(photo) + 10
-    body, content_type = multipart([(f"{i}.jpg", photo) for i in range(count)])
+    body, content_type = multipart(photos)
     r, peak = _upload_peak(client, users["alice"]["headers"], body, content_type)
-    assert r.status_code == 202 and r.get_json()["total"] == count
+    assert r.status_code == 202 and r.get_json()["total"] == len(photos)
     assert (peak > len(body)) if in_memory else (peak < len(body) / 4), f"peak {peak} for a {len(body)}-byte upload"
 
 
 def test_the_members_of_an_uploaded_zip_go_to_disk_one_by_one(client, users):
-    photo = small_jpeg(size=(1024, 768))
-    count = 8 * 1024 * 1024 // len(photo) + 10
-    archive = zip_of({f"{i}.jpg": photo for i in range(count)})
-    body, content_type = multipart([("photos.zip", archive)], field="archive")
+    photos = _photos_past_the_spool_size()
+    body, content_type = multipart([("photos.zip", zip_of(dict(photos)))], field="archive")
     r, peak = _upload_peak(client, users["alice"]["headers"], body, content_type)
-    assert r.status_code == 202 and r.get_json()["total"] == count
+    assert r.status_code == 202 and r.get_json()["total"] == len(photos)
     assert peak < len(body) / 4, f"peak {peak} for a {len(body)}-byte zip"
 
 
