@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -8,7 +6,7 @@ import torch
 from matting_core.errors import DeviceUnavailableError
 from matting_core.model import MattingModel, get_model, resolve_device
 from matting_core.preprocess import normalize, to_batch
-from matting_core.registry import get_spec
+from matting_core.registry import get_spec, model_names
 from matting_core.weights import cutout_home, source_path
 from tests.conftest import PHOTOS, rgb_of
 
@@ -17,18 +15,21 @@ def _batch(model, *names):
     return to_batch([normalize(rgb_of(n), 320, model.spec.mean, model.spec.std) for n in names])
 
 
-@pytest.fixture(scope="module")
-def onnx_session():
-    path = source_path(get_spec("u2netp"), cutout_home())
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+@pytest.fixture(scope="module", params=model_names())
+def fp32_model(request):
+    """Each registered model on the CPU in fp32, the reference precision."""
+    return get_model(request.param, device="cpu", precision="fp32").load()
 
 
-@pytest.mark.parametrize("name", ["astronaut", "coffee"])
-def test_torch_module_reproduces_onnxruntime(model, onnx_session, name):
-    x = _batch(model, name)
-    reference = onnx_session.run(None, {onnx_session.get_inputs()[0].name: x})[0][:, 0]
+@pytest.mark.parametrize("name", PHOTOS)
+def test_torch_module_reproduces_onnxruntime(fp32_model, name):
+    path = source_path(fp32_model.spec, cutout_home())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _batch(fp32_model, name)
+    reference = session.run(None, {session.get_inputs()[0].name: x})[0][:, 0]
     with torch.inference_mode():
-        ours = model._net(torch.from_numpy(x))[:, 0].numpy()
+        ours = fp32_model._net(torch.from_numpy(x))[:, 0].numpy()
+    # Measured: max 1.6e-5 to 4.7e-5 over both models and the four photos.
     assert np.abs(ours - reference).max() < 1e-4
 
 
@@ -79,40 +80,6 @@ def test_auto_device_uses_cpu_without_a_gpu():
 def test_unknown_device_is_refused():
     with pytest.raises(ValueError, match="auto, cpu, cuda"):
         resolve_device("tpu")
-
-
-def _iou(a, b):
-    return float(((a > 0.5) & (b > 0.5)).sum() / ((a > 0.5) | (b > 0.5)).sum())
-
-
-@pytest.fixture(scope="module")
-def reference_and_bf16(model):
-    batch = _batch(model, *PHOTOS)
-    bf16 = get_model("u2netp", device="cpu", precision="bf16").load()
-    return model.predict(batch), bf16.predict(batch)
-
-
-@pytest.mark.parametrize("index", range(len(PHOTOS)))
-def test_bf16_with_fp32_islands_stays_within_tolerance_of_fp32(reference_and_bf16, index):
-    # Measured: mean |diff| 0.0003-0.0025, max 0.04-0.06, IoU 0.976-0.9998 per photo; fp16 on
-    # CUDA was accepted at mean 0.002, max 0.21.
-    reference, bf16 = (a[index] for a in reference_and_bf16)
-    diff = np.abs(bf16 - reference)
-    assert diff.mean() < 0.003 and diff.max() < 0.1
-    assert _iou(bf16, reference) > 0.97
-
-
-def test_bf16_with_fp32_islands_is_within_tolerance_on_average(reference_and_bf16):
-    reference, bf16 = reference_and_bf16
-    assert np.abs(bf16 - reference).mean() < 0.002
-
-
-def test_the_fp32_island_is_what_keeps_bf16_accurate(model, reference_and_bf16):
-    reference, with_island = reference_and_bf16
-    plain = MattingModel(get_spec("u2netp"), device="cpu", precision="bf16")
-    plain.spec = dataclasses.replace(plain.spec, fp32_modules=())
-    without_island = plain.load().predict(_batch(model, *PHOTOS))
-    assert np.abs(without_island - reference).mean() > 4 * np.abs(with_island - reference).mean()
 
 
 @pytest.mark.parametrize("precision, expected", [("fp32", "fp32"), ("bf16", "bf16")])
