@@ -1,7 +1,10 @@
 """Every GPU measurement in one go (run by bench/gpu.sh on a GPU host): results in bench/results/gpu.json.
 
-1. inference alone at 320×320: eager fp32, eager fp16 + channels_last (batch 64, 256), compiled fp16
-   (batch 64, with its compile time);
+1. inference alone at 320×320, for each model: eager fp32, eager fp16 + channels_last (batch 64,
+   256), compiled fp16 (batch 64, with its compile time); and fp16's agreement with fp32 on the
+   test photos (mean |Δalpha| and IoU, the tolerance the service promises). A model whose
+   weights were not carried (u2net's 176 MB exceed what travels to a leased GPU host) is timed
+   with random weights, which cost the same, and its agreement is not measured;
 2. JPEG draft decode of 1920×1080 photos to model size on all cores;
 3. the CLI pipeline (`cutout batch` code, in process) on 1920×1080 JPEG -> RGBA PNG;
 4. the cluster (`cutout serve`: Redis, gpu and cpu workers, gunicorn) through its API, with GPU
@@ -29,12 +32,22 @@ from cutout_cli.outputs import Output
 from matting_core import decode
 from matting_core.model import MattingModel, get_model, usable_cores
 from matting_core.options import Options
+from matting_core.preprocess import normalize, to_batch
+from matting_core.registry import get_spec, model_names
+from matting_core.weights import cutout_home, state_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def inference(device: str, precision: str, batch: int, seconds: float, compile: bool = False) -> dict:
-    model = MattingModel(get_model("u2netp").spec, device=device, precision=precision, compile=compile)
+def _weights(name: str) -> dict | None:
+    """The real weights if they are here, else random ones (speed only), said in the result."""
+    spec = get_spec(name)
+    return None if state_path(spec, cutout_home()).exists() else spec.build().state_dict()
+
+
+def inference(name: str, device: str, precision: str, batch: int, seconds: float, compile: bool = False) -> dict:
+    state = _weights(name)
+    model = MattingModel(get_spec(name), device=device, precision=precision, compile=compile, state_dict=state)
     x = np.random.default_rng(0).standard_normal((batch, 3, 320, 320), dtype=np.float32)
     started = time.perf_counter()
     model.predict(x)  # load (and compile)
@@ -46,8 +59,24 @@ def inference(device: str, precision: str, batch: int, seconds: float, compile: 
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
-    return {"device": device, "precision": model.precision, "batch": batch, "compiled": compile,
+    return {"model": name, "weights": "random" if state else "published", "device": device,
+            "precision": model.precision, "batch": batch, "compiled": compile,
             "first_call_s": round(first, 1), "images_per_second": round(runs * batch / elapsed, 1)}
+
+
+def agreement(name: str, device: str, precision: str) -> dict:
+    """16-bit vs fp32 on the four test photos: the service promises mean <= 2/255, IoU >= 0.98."""
+    from tests.conftest import PHOTOS, rgb_of
+
+    spec = get_spec(name)
+    x = to_batch([normalize(rgb_of(p), spec.input_size, spec.mean, spec.std) for p in PHOTOS])
+    ref = get_model(name, device=device, precision="fp32").predict(x)
+    low = get_model(name, device=device, precision=precision).predict(x)
+    both = [((a > 0.5) & (b > 0.5)).sum() / max(((a > 0.5) | (b > 0.5)).sum(), 1)
+            for a, b in zip(low, ref, strict=True)]
+    return {"model": name, "precision": precision, "photos": list(PHOTOS),
+            "mean_abs_diff": [round(float(v), 5) for v in np.abs(low - ref).mean(axis=(1, 2))],
+            "iou": [round(float(v), 4) for v in both]}
 
 
 def _draft(path: str) -> int:
@@ -64,15 +93,16 @@ def draft_decode(paths: list[Path], repeats: int) -> dict:
     return {"images": len(work), "images_per_second": round(len(work) / (time.perf_counter() - started), 1)}
 
 
-def cli_pipeline(folder: Path, device: str, out: Path) -> dict:
-    model = get_model("u2netp", device=device).load()
+def cli_pipeline(name: str, folder: Path, device: str, out: Path) -> dict:
+    model = MattingModel(get_spec(name), device=device, state_dict=_weights(name)).load()
     batch = 64 if model.device.type == "cuda" else 1
     cfg = BatchConfig(batch_size=batch, workers=usable_cores(), max_pixels=50_000_000)
     sources = gather([str(folder)])
     started = time.perf_counter()
     items = run_batch(sources, model, Options(), Output(out), cfg, progress=False)
     seconds = time.perf_counter() - started
-    return {"images": len(items), "batch_size": batch, "workers": cfg.workers, "precision": model.precision,
+    return {"model": name, "images": len(items), "batch_size": batch, "workers": cfg.workers,
+            "precision": model.precision,
             "images_per_second": round(len(items) / seconds, 2),
             "failed": sum(i.status != "done" for i in items)}
 
@@ -145,14 +175,17 @@ def main() -> None:
             ("eager_fp16_b256", "fp16", 256, False), ("compiled_fp16_b64", "fp16", 64, True)]
     if not cuda:  # the CPU has neither fp16 kernels worth timing nor minutes to spare
         runs = [("eager_fp32_b4", "fp32", 4, False)]
-    result["inference"] = {name: inference(device, precision, batch, seconds, compile)
-                           for name, precision, batch, compile in runs}
+    models = model_names()
+    result["inference"] = {f"{model}_{name}": inference(model, device, precision, batch, seconds, compile)
+                           for model in models for name, precision, batch, compile in runs}
+    if cuda:
+        result["agreement"] = [agreement(m, device, "fp16") for m in models if _weights(m) is None]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         folder.mkdir()
         paths = make_inputs(folder, 20 if args.quick else 200)
         result["draft_decode"] = draft_decode(paths, 2 if args.quick else 50)
-        result["cli"] = cli_pipeline(folder, device, Path(tmp) / "cli-out")
+        result["cli"] = [cli_pipeline(m, folder, device, Path(tmp) / f"cli-out-{m}") for m in models]
         files = [(p.name, p.read_bytes()) for p in paths]
         result["cluster"] = cluster(files, count, Path(tmp) / "home", device)
     out = ROOT / "bench" / "results" / ("gpu-quick.json" if args.quick else "gpu.json")
