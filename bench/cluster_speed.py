@@ -90,9 +90,8 @@ def job_stats(served: Served, key: str, job: str, started: float, seen: dict[int
 def zip_peak_rss(served: Served, job: str) -> dict:
     """Peak RSS (MiB) of a fresh process that imports the workers' code, before and after packaging `job`."""
     code = ("import resource, sys; from tasks import context; from tasks.packaging import write_zip; "
-            "from matting_core.registry import get_spec; "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "key = write_zip(context.storage(), context.jobs(), sys.argv[1], get_spec('u2netp')); "
+            "key = write_zip(context.storage(), context.jobs(), sys.argv[1]); "
             "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, context.storage().root / key)")
     env = {**os.environ, "CUTOUT_HOME": str(served.home),
            "CUTOUT_BROKER_URL": f"redis://127.0.0.1:{served.ports['REDIS_PORT']}/0"}

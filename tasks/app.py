@@ -151,22 +151,28 @@ def _serve_metrics(**_):
 
 
 @worker_init.connect
-def _warm_up(sender=None, **_):
-    """A gpu worker with CUTOUT_WARMUP=1 loads (and compiles) the model before it takes any task,
-    so the first images do not wait ~40 s for a compile. Only for the threads pool: a prefork
-    parent must never hold the model (CUDA does not survive fork)."""
+def _preload(sender=None, **_):
+    """A gpu worker loads the models of CUTOUT_MODELS (with CUTOUT_WARMUP=1 and none named, the
+    default one) before it takes any task, and with warm-up runs (and compiles) each, so the first
+    images do not wait ~40 s for a compile. Only for the threads pool: a prefork parent must never
+    hold a model (CUDA does not survive fork). Other models still load on first use."""
     settings: Settings = app.conf.cutout
-    if not settings.warm_up:
+    if not settings.preload or sender is None or "gpu" not in sender.app.amqp.queues.consume_from:
         return
     pool = getattr(sender, "pool_cls", None)
     if pool is not None and "thread" not in str(getattr(pool, "__module__", pool)):
-        print("cutout worker: CUTOUT_WARMUP ignored outside --pool threads (the model must not load "
-              "before a fork)", file=sys.stderr)
+        print("cutout worker: CUTOUT_MODELS and CUTOUT_WARMUP ignored outside --pool threads (a model must "
+              "not load before a fork)", file=sys.stderr)
         return
-    from tasks.context import batcher
+    from tasks.context import batchers
 
-    sizes = batcher().warm_up()
-    print(f"cutout worker: model warm, batch sizes {sizes}", file=sys.stderr)
+    for name in settings.preload:
+        batcher = batchers().get(name)
+        if settings.warm_up:
+            print(f"cutout worker: {name} warm, batch sizes {batcher.warm_up()}", file=sys.stderr)
+        else:
+            batcher.load()
+            print(f"cutout worker: {name} loaded", file=sys.stderr)
 
 
 @worker_process_shutdown.connect

@@ -9,6 +9,10 @@ on the CPU there is one per core, each running its batch on one intra-op thread
 idle between calls and spins against the CPU workers' processes. Tasks stay ordinary Celery tasks, so their
 chord membership, acks and retries work unchanged (celery-batches would lose
 chord membership).
+
+A worker serves every model from one process: `Batchers` keeps one Batcher per
+model name, so a batch never mixes models and each model loads once, when a job
+first asks for it (or at start, see tasks/app.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -38,6 +43,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.sizes: list[int] = []  # the batch sizes run, newest last (bounded)
+        self.name = model.spec.name  # the model, as metrics label it
 
     def predict(self, x: np.ndarray, timeout: float | None = None) -> tuple[np.ndarray, int]:
         """One 3×S×S input -> (its S×S alpha, the size of the batch it ran in)."""
@@ -45,6 +51,9 @@ class Batcher:
         done: Future = Future()
         self._inbox.put((x, done))
         return done.result(timeout)
+
+    def load(self) -> None:
+        self.model.load()
 
     def warm_up(self) -> list[int]:
         """Load the model and run each batch size it will see once (compiling them when compiled)."""
@@ -83,11 +92,38 @@ class Batcher:
             return
         with self._lock:
             self.sizes = (self.sizes + [len(batch)])[-1000:]
-        metrics.batch_size.observe(len(batch))
+        metrics.batch_size.labels(self.name).observe(len(batch))
         device = getattr(self.model, "device", None)
         if device is not None and device.type == "cuda":
             import torch
 
+            # Not per model: the allocator's count is the device's, every loaded model's together.
             metrics.gpu_memory.set(torch.cuda.memory_allocated(device))
         for (_, done), alpha in zip(batch, alphas, strict=True):
             done.set_result((alpha, len(batch)))
+
+
+class Batchers:
+    """One Batcher per model name, made by `make(name)` on first use; a batch never mixes models."""
+
+    def __init__(self, make: Callable[[str], Batcher]):
+        self._make = make
+        self._made: dict[str, Batcher] = {}
+        # The first tasks of a worker arrive on several threads at once: without the lock two
+        # of them could each make a Batcher, and so load the same model twice.
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Batcher:
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = self._make(name)
+            return self._made[name]
+
+    def predict(self, name: str, x: np.ndarray, timeout: float | None = None) -> tuple[np.ndarray, int]:
+        """`x` through model `name`'s batcher: (its alpha, the size of the batch it ran in)."""
+        return self.get(name).predict(x, timeout)
+
+    def names(self) -> list[str]:
+        """The models made so far, in the order first asked for."""
+        with self._lock:
+            return list(self._made)

@@ -13,6 +13,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from matting_core.registry import DEFAULT_MODEL
+
 ITEM_STATES = ("queued", "inferring", "finishing", "done", "failed")
 JOB_STATES = ("queued", "running", "done", "failed")
 # queued -> running in one step, so a concurrent set_status("done") is never overwritten.
@@ -44,6 +46,8 @@ _SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
              "return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
+# Jobs recorded before a job named its model all ran this one (the only model the service had).
+LEGACY_MODEL = "u2netp"
 
 
 def new_job_id() -> str:
@@ -69,13 +73,14 @@ class JobStore:
         return f"cutout:job:{job}" + (f":{part}" if part else "")
 
     def create(self, job: str, owner: str, names: list[str], options: dict,
-               rejected: dict[int, str] | None = None) -> None:
+               rejected: dict[int, str] | None = None, model: str = DEFAULT_MODEL) -> None:
         """Record a new job; `rejected` items (index -> reason) start out failed and never run."""
         rejected = rejected or {}
         now = time.time()
         pipe = self.r.pipeline()
         pipe.hset(self._k(job), mapping={"id": job, "owner": owner, "created": now, "status": "queued",
-                                         "options": json.dumps(options), "total": len(names), "error": ""})
+                                         "options": json.dumps(options), "model": model, "total": len(names),
+                                         "error": ""})
         pipe.hset(self._k(job, "items"), mapping={
             str(i): json.dumps({"name": name, "state": "failed", "error": rejected[i], "rejected": True}
                                if i in rejected
@@ -99,6 +104,10 @@ class JobStore:
     def status(self, job: str) -> str | None:
         return self.r.hget(self._k(job), "status")
 
+    def model(self, job: str) -> str:
+        """The model the job runs (set when it was created; a retry or a recompose keeps it)."""
+        return self.r.hget(self._k(job), "model") or LEGACY_MODEL
+
     def statuses(self, jobs: list[str]) -> list[str | None]:
         """The status of each job, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
@@ -111,6 +120,7 @@ class JobStore:
         if not record:
             return None
         record["options"] = json.loads(record["options"])
+        record.setdefault("model", LEGACY_MODEL)
         record["total"] = int(record["total"])
         record["created"] = float(record["created"])
         record["done"] = self.r.scard(self._k(job, "done"))

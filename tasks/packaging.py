@@ -2,16 +2,20 @@
 
 from pathlib import PurePosixPath
 
-from matting_core.registry import ModelSpec
+from matting_core.registry import get_spec
 from tasks import keys
 from tasks.jobs import JobStore
 from tasks.storage import Storage
 from tasks.zipper import build_zip, safe_name, unique_names
 
 
-def manifest(store: JobStore, job: str, spec: ModelSpec) -> tuple[dict, list[tuple[str, str]]]:
-    """The manifest and the (storage key, name in zip) of every finished item, in input order."""
+def manifest(store: JobStore, job: str) -> tuple[dict, list[tuple[str, str]]]:
+    """The manifest and the (storage key, name in zip) of every finished item, in input order.
+
+    The model is the job's, its weights' hash from the static registry (no torch here).
+    """
     record, items = store.job(job), store.items(job)
+    spec = get_spec(record["model"])
     done = [(i, it) for i, it in items.items() if it["state"] == "done"]
     # safe_name again on the whole: the new extension may push a name cut to the limit past it.
     wanted = [safe_name(f"{PurePosixPath(safe_name(it['name'])).stem}.{it['output_key'].rsplit('.', 1)[1]}")
@@ -31,8 +35,8 @@ def manifest(store: JobStore, job: str, spec: ModelSpec) -> tuple[dict, list[tup
     return body, [(items[i]["output_key"], names[i]) for i, _ in done]
 
 
-def write_zip(storage: Storage, store: JobStore, job: str, spec: ModelSpec) -> str:
-    body, entries = manifest(store, job, spec)
+def write_zip(storage: Storage, store: JobStore, job: str) -> str:
+    body, entries = manifest(store, job)
     key = keys.zip_key(job)
     build_zip(storage, key, entries, body)
     return key

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matting_core.decode import DEFAULT_MAX_PIXELS
+from matting_core.registry import DEFAULT_MODEL, get_spec
 from matting_core.weights import cutout_home
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -31,10 +32,18 @@ class Settings:
     time_limit: int = 360  # the soft limit's handler needs time to record the item as failed
     max_attempts: int = 3  # deliveries of one task before its item is failed as a poison
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
-    warm_up: bool = False  # gpu workers: load (and compile) the model before reporting ready
+    warm_up: bool = False  # gpu workers: load, run (and compile) each preloaded model before reporting ready
     stall_s: int = 0  # the watchdog fails a job with no progress for this long; 0: derived (stall_timeout)
+    models: tuple[str, ...] = ()  # gpu workers: models loaded at start (the rest load on first use)
+    default_model: str = DEFAULT_MODEL  # what a request that names no model runs
 
     def __post_init__(self):
+        named = [("CUTOUT_DEFAULT_MODEL", self.default_model)] + [("CUTOUT_MODELS", n) for n in self.models]
+        for variable, name in named:
+            try:
+                get_spec(name)
+            except ValueError as err:
+                raise ValueError(f"{variable}: {err}") from None
         if not 0 < self.soft_time_limit < self.time_limit:
             raise ValueError(
                 f"CUTOUT_SOFT_TIME_LIMIT ({self.soft_time_limit} s) must be positive and below CUTOUT_TIME_LIMIT "
@@ -51,6 +60,12 @@ class Settings:
         # limit, up to max_attempts times (each start is progress); a few hard limits on top cover
         # a package of a large job. Defaults: 3 × 360 + 720 s = 30 min.
         return self.stall_s or 3 * self.time_limit + self.visibility_timeout
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """The models a gpu worker loads before it takes images: those named, else with warm-up
+        the default one (what most jobs will ask for), else none (each loads on first use)."""
+        return self.models or ((self.default_model,) if self.warm_up else ())
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -89,4 +104,6 @@ class Settings:
             compile=(get("COMPILE", "auto")).lower(),
             warm_up=(get("WARMUP", "0")).lower() in ("1", "true", "yes", "on"),
             stall_s=number("STALL_TIMEOUT", 0),
+            models=tuple(name.strip().lower() for name in get("MODELS", "").split(",") if name.strip()),
+            default_model=get("DEFAULT_MODEL", DEFAULT_MODEL).strip().lower(),
         )

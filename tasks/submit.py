@@ -14,6 +14,7 @@ from typing import BinaryIO
 from celery import chain, chord
 
 from matting_core.options import Options
+from matting_core.registry import DEFAULT_MODEL, get_spec
 from tasks import keys
 from tasks.app import app
 from tasks.jobs import JobStore, new_job_id
@@ -23,20 +24,22 @@ _CHUNK = MiB
 
 
 def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes | BinaryIO]],
-               options: Options, rejected: dict[int, str] | None = None) -> str:
+               options: Options, rejected: dict[int, str] | None = None, model: str = DEFAULT_MODEL) -> str:
     """Store the uploads by key, record the job, enqueue it; returns the job id.
 
     `rejected` items (index -> reason, e.g. over the size limit) are recorded as failed and not run.
+    `model` (a registry name) is the job's for good: a retry or a recompose keeps it.
     """
     rejected = rejected or {}
-    job = record_job(storage, store, owner, files, options, rejected)
+    job = record_job(storage, store, owner, files, options, rejected, model)
     _launch(job, [i for i in range(len(files)) if i not in rejected], with_infer=True)
     return job
 
 
 def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes | BinaryIO]],
-               options: Options, rejected: dict[int, str] | None = None) -> str:
+               options: Options, rejected: dict[int, str] | None = None, model: str = DEFAULT_MODEL) -> str:
     """Store the uploads and the job record, without enqueueing anything."""
+    get_spec(model)  # an unknown name fails here, naming the choices, before anything is stored
     rejected = rejected or {}
     job = new_job_id()
     for i, (_, data) in enumerate(files):
@@ -45,7 +48,7 @@ def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[
                 storage.put(keys.input_key(job, i), data)
             else:  # a stream (a spooled upload): copied in chunks, never whole in memory
                 storage.put_stream(keys.input_key(job, i), iter(lambda stream=data: stream.read(_CHUNK), b""))
-    store.create(job, owner, [name for name, _ in files], asdict(options), rejected)
+    store.create(job, owner, [name for name, _ in files], asdict(options), rejected, model)
     return job
 
 
@@ -63,7 +66,10 @@ def retry_job(storage: Storage, store: JobStore, job: str) -> list[int]:
 
 
 def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> list[int]:
-    """New options on a finished batch: finish and package again from the stored alpha maps, no GPU."""
+    """New options on a finished batch: finish and package again from the stored alpha maps, no GPU.
+
+    The alpha maps are the job's model's, so the model stays what it was.
+    """
     store.set_options(job, asdict(options))
     todo = [i for i in store.items(job) if storage.exists(keys.alpha_key(job, i))]
     store.requeue(job, todo)

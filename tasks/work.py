@@ -12,10 +12,9 @@ from celery.utils.log import get_task_logger
 from matting_core import decode, encode, pipeline
 from matting_core.errors import CutoutError
 from matting_core.options import Options
-from matting_core.registry import get_spec
 from tasks import keys, metrics
 from tasks.app import app
-from tasks.context import batcher, jobs, settings, storage
+from tasks.context import batchers, jobs, settings, storage
 from tasks.packaging import write_zip
 from tasks.storage import TRANSIENT_ERRORS, KeyNotFound
 
@@ -101,16 +100,19 @@ def _start(task, job: str, i: int, stage: str) -> dict | None:
 def infer(self, job: str, i: int) -> dict:
     if (early := _start(self, job, i, "inferring")) is not None:
         return early
-    name, timings = jobs().item(job, i)["name"], pipeline.Timings()
+    name, model, timings = jobs().item(job, i)["name"], jobs().model(job), pipeline.Timings()
     try:
         data = storage().get(keys.input_key(job, i))
-        x = pipeline.prepare(data, name, batcher().model.spec, max_pixels=settings().max_pixels, timings=timings)
+        batcher = batchers().get(model)  # the job's model's own batcher: a batch never mixes models
+        x = pipeline.prepare(data, name, batcher.model.spec, max_pixels=settings().max_pixels, timings=timings)
         with timings.stage("infer"):
-            alpha, batch_size = batcher().predict(x, timeout=settings().soft_time_limit)
+            alpha, batch_size = batcher.predict(x, timeout=settings().soft_time_limit)
         storage().put(keys.alpha_key(job, i), encode.encode_mask(alpha))
     except Exception as err:  # noqa: BLE001 - sorted out by _outcome; none fails the chord
         return _outcome(self, job, i, name, "infer", err)
-    jobs().update_item(job, i, "inferring", batch_size=batch_size, timings=_rounded(timings))
+    metrics.infer_duration.labels(model).observe(timings.ms["infer"] / 1000)
+    # The item records the model that made its alpha: a recompose reuses it, a retry remakes it.
+    jobs().update_item(job, i, "inferring", batch_size=batch_size, model=batcher.name, timings=_rounded(timings))
     return {"i": i, "status": "inferred"}
 
 
@@ -163,7 +165,7 @@ def _zip_what_is_stored(job: str) -> str:
     e.g. an S3-compatible server that keeps objects in memory and was restarted."""
     while True:  # each pass fails at least one item, so it ends
         try:
-            return write_zip(storage(), jobs(), job, get_spec("u2netp"))
+            return write_zip(storage(), jobs(), job)
         except KeyNotFound as err:
             lost = [(i, it) for i, it in jobs().items(job).items()
                     if it["state"] == "done" and it.get("output_key") == err.args[0]]

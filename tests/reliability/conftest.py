@@ -140,8 +140,7 @@ def point_app_at(settings: Settings) -> None:
     celery_app._after_fork()
     celery_app._backend_cache = None
     celery_app._local.__dict__.pop("backend", None)
-    for cached in (context.storage, context.jobs, context.batcher):
-        cached.cache_clear()
+    context.forget()
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ from tests.reliability.conftest import small_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FILES = small_photos(40)
+FAST = "u2netp"  # the faults are the point, not the model: the quick one keeps each test's minutes
 
 
 def start_job(cluster, files=FILES, done_before_fault: int = 5) -> str:
-    job = create_job(cluster.storage, cluster.jobs, "fault", files, Options())
+    job = create_job(cluster.storage, cluster.jobs, "fault", files, Options(), model=FAST)
     wait_until(lambda: cluster.progress(job) >= done_before_fault, 60, f"no image finished; see {cluster.logs}")
     return job
 
@@ -87,7 +88,8 @@ def test_a_redis_restart_mid_job_is_ridden_out_by_workers_and_submitter(make_clu
     job = start_job(cluster)
     wait_until(lambda: in_flight_on_both_queues(cluster), 30, "never had work in flight on both queues", 0.01)
     cluster.restart_redis(down_s=2)  # SIGTERM: the AOF keeps queues, unacked messages and job records
-    later = create_job(cluster.storage, cluster.jobs, "fault", FILES[:4], Options())  # the submitter reconnects
+    # The submitter reconnects.
+    later = create_job(cluster.storage, cluster.jobs, "fault", FILES[:4], Options(), model=FAST)
     cluster.wait_for(job, timeout=180)
     cluster.assert_every_image_once(job, FILES)
     cluster.wait_for(later)

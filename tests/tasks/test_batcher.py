@@ -2,12 +2,13 @@
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from matting_core.preprocess import normalize, to_batch
-from tasks.batcher import Batcher
+from tasks.batcher import Batcher, Batchers
 from tests.conftest import PHOTOS, rgb_of
 
 TIMEOUT_S = 60
@@ -39,11 +40,14 @@ def submit_together(batcher: Batcher, xs: list[np.ndarray]) -> list[Future]:
 
 
 class StandIn:
-    """A model with MattingModel's interface whose first `failures` batches raise."""
+    """A model with MattingModel's interface whose first `failures` batches raise; it keeps the
+    batches it ran."""
 
-    def __init__(self, failures: int = 0):
+    def __init__(self, failures: int = 0, name: str = "stand-in"):
+        self.spec = SimpleNamespace(name=name)
         self.failures = failures
         self.loads = 0
+        self.batches: list[np.ndarray] = []
 
     def load(self) -> "StandIn":
         self.loads += 1
@@ -53,6 +57,7 @@ class StandIn:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("CUDA out of memory")
+        self.batches.append(batch)
         return batch[:, 0]
 
 
@@ -116,3 +121,45 @@ def test_with_several_runners_each_caller_still_gets_its_own_result_and_the_mode
     assert all(alpha[0, 0] == x[0, 0, 0] for (alpha, _), x in zip(results, xs, strict=True))
     assert sum(batcher.sizes) == 6 and all(size in (1, 2) for size in batcher.sizes)
     assert model.loads == 1
+
+
+def two_model_batchers(made: dict[str, StandIn]) -> Batchers:
+    def make(name: str) -> Batcher:
+        made[name] = StandIn(name=name)
+        return Batcher(made[name], batch_size=8, max_wait_ms=300)
+    return Batchers(make)
+
+
+def test_inputs_for_two_models_at_once_run_in_batches_of_one_model_each():
+    made: dict[str, StandIn] = {}
+    batchers = two_model_batchers(made)
+    # Interleaved, from 8 threads released together: u2net inputs are 1.0, u2netp inputs 2.0.
+    asks = [("u2net", 1.0), ("u2netp", 2.0)] * 4
+    start = threading.Barrier(len(asks))
+
+    def call(name, value):
+        start.wait(TIMEOUT_S)
+        return batchers.predict(name, np.full((3, 8, 8), value, np.float32), timeout=TIMEOUT_S)
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        results = [f.result() for f in [pool.submit(call, *ask) for ask in asks]]
+    assert sorted(made) == sorted(batchers.names()) == ["u2net", "u2netp"]
+    for name, value in [("u2net", 1.0), ("u2netp", 2.0)]:
+        ran = np.concatenate(made[name].batches)
+        assert len(ran) == 4 and (ran == value).all(), name  # its own four inputs, no other model's
+    assert all(float(alpha[0, 0]) == value for (alpha, _), (_, value) in zip(results, asks, strict=True))
+
+
+def test_each_model_gets_one_batcher_however_many_threads_ask_for_it_first():
+    calls = []
+    batchers = Batchers(lambda name: calls.append(name) or Batcher(StandIn(name=name), 1, 0))
+    start = threading.Barrier(8)
+
+    def get(name):
+        start.wait(TIMEOUT_S)
+        return batchers.get(name)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = [f.result() for f in [pool.submit(get, name) for name in ["u2net", "u2netp"] * 4]]
+    assert sorted(calls) == ["u2net", "u2netp"]  # one made per model: no model loads twice
+    assert len({id(b) for b in got}) == 2

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from matting_core.options import Options
+from matting_core.registry import get_spec
 from matting_core.weights import cutout_home
 from tasks import context, keys
 from tasks.app import app, configure
@@ -23,6 +24,7 @@ from tests.tasks.conftest import REGION
 pytestmark = pytest.mark.integration
 GOOD = [(f"{name}-{n}.jpg", (DATA / f"{name}.jpg").read_bytes()) for n in range(3) for name in PHOTOS][:10]
 BAD = [("notes.jpg", b"shopping list: milk"), ("cut-off.jpg", (DATA / "coffee.jpg").read_bytes()[:5000])]
+FAST = "u2netp"  # where the model is beside the point: ~3x quicker than the default u2net on this CPU
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
@@ -37,8 +39,7 @@ def cluster(request, redis_url, tmp_path_factory):
         s3_client(endpoint, REGION).create_bucket(Bucket="jobs")
         env |= {"CUTOUT_S3_ENDPOINT_URL": endpoint, "CUTOUT_S3_BUCKET": "jobs", "CUTOUT_S3_REGION": REGION}
     configure(app, Settings.from_env(env))
-    for cached in (context.storage, context.jobs, context.batcher):
-        cached.cache_clear()
+    context.forget()
     logs = tmp_path_factory.mktemp("logs")
     workers = {"gpu": Worker("gpu", env, logs / "gpu.log"), "cpu": Worker("cpu", env, logs / "cpu.log")}
     yield {"env": env, "workers": workers, "logs": logs, "storage": context.storage(), "jobs": context.jobs()}
@@ -56,8 +57,17 @@ def zip_of(cluster, job: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(cluster["storage"].get(keys.zip_key(job))))
 
 
+def manifest_of(cluster, job: str) -> dict:
+    with zip_of(cluster, job) as zf:
+        return json.loads(zf.read("manifest.json"))
+
+
+def model_entry(name: str) -> dict:
+    return {"name": name, "weights_sha256": get_spec(name).sha256}
+
+
 def test_a_ten_image_job_completes_with_every_image_in_the_zip(cluster):
-    job = create_job(cluster["storage"], cluster["jobs"], "alice", GOOD, Options())
+    job = create_job(cluster["storage"], cluster["jobs"], "alice", GOOD, Options(), model=FAST)
     record = wait_for_job(cluster, job)
     assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
     with zip_of(cluster, job) as zf:
@@ -66,15 +76,28 @@ def test_a_ten_image_job_completes_with_every_image_in_the_zip(cluster):
         assert len(names) == 11 and names[-1] == "manifest.json"
         assert all(Image.open(io.BytesIO(zf.read(n))).mode == "RGBA" for n in names[:-1])
     assert [f["status"] for f in manifest["files"]] == ["done"] * 10
+    assert manifest["model"] == model_entry("u2netp")
     assert manifest["model"]["weights_sha256"].startswith("309c8469")
     assert all(f["batch_size"] >= 1 and f["timings_ms"]["infer"] > 0 for f in manifest["files"])
     events = cluster["jobs"].events(job, block_ms=10)
     assert events[-1][1]["status"] == "done" and events[-1][1]["done"] == "10"
 
 
+def test_a_job_naming_no_model_runs_the_default_u2net_beside_a_u2netp_job_in_one_worker(cluster):
+    store = cluster["jobs"]
+    default = create_job(cluster["storage"], store, "alice", GOOD[:2], Options())
+    fast = create_job(cluster["storage"], store, "bob", GOOD[2:4], Options(), model=FAST)
+    for job, model in [(default, "u2net"), (fast, "u2netp")]:
+        record = wait_for_job(cluster, job)
+        assert (record["status"], record["done"], record["model"]) == ("done", 2, model)
+        assert manifest_of(cluster, job)["model"] == model_entry(model)
+        # The worker records the model each alpha map came from.
+        assert [item["model"] for item in store.items(job).values()] == [model, model]
+
+
 def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
     files = GOOD[:8] + BAD
-    job = create_job(cluster["storage"], cluster["jobs"], "bob", files, Options())
+    job = create_job(cluster["storage"], cluster["jobs"], "bob", files, Options(), model=FAST)
     record = wait_for_job(cluster, job)
     assert (record["status"], record["done"], record["failed"]) == ("done", 8, 2)
     items = cluster["jobs"].items(job)
@@ -88,14 +111,18 @@ def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
     assert retry_job(cluster["storage"], cluster["jobs"], job) == [8, 9]
     record = wait_for_job(cluster, job)
     assert (record["status"], record["done"], record["failed"]) == ("done", 10, 0)
+    # The retry ran the job's model, not the service's default.
+    assert [cluster["jobs"].item(job, i)["model"] for i in (8, 9)] == [FAST, FAST]
+    assert manifest_of(cluster, job)["model"] == model_entry(FAST)
     assert cluster["storage"].get(items[0]["output_key"]) == first_output
     with zip_of(cluster, job) as zf:
         assert len(zf.namelist()) == 11
 
 
 def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_path):
-    job = create_job(cluster["storage"], cluster["jobs"], "carol", GOOD[:3], Options())
+    job = create_job(cluster["storage"], cluster["jobs"], "carol", GOOD[:3], Options(), model=FAST)
     wait_for_job(cluster, job)
+    alphas = [cluster["storage"].get(keys.alpha_key(job, i)) for i in range(3)]
     cluster["workers"]["gpu"].stop()  # any infer task would now wait forever
     try:
         green = Options(format="jpg", bg_color="#00ff00")
@@ -106,12 +133,15 @@ def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_pa
             jpgs = [n for n in zf.namelist() if n.endswith(".jpg")]
             corner = Image.open(io.BytesIO(zf.read(jpgs[0]))).convert("RGB").getpixel((0, 0))
         assert len(jpgs) == 3 and corner[1] > 200 and corner[0] < 60
+        # Same model, same alpha maps: nothing was inferred again.
+        assert record["model"] == FAST and manifest_of(cluster, job)["model"] == model_entry(FAST)
+        assert [cluster["storage"].get(keys.alpha_key(job, i)) for i in range(3)] == alphas
     finally:
         cluster["workers"]["gpu"] = Worker("gpu", cluster["env"], cluster["logs"] / "gpu-2.log")
 
 
 def test_a_killed_gpu_worker_loses_and_duplicates_nothing(cluster):
-    job = create_job(cluster["storage"], cluster["jobs"], "dave", GOOD, Options())
+    job = create_job(cluster["storage"], cluster["jobs"], "dave", GOOD, Options(), model=FAST)
     wait_until(lambda: cluster["jobs"].job(job)["done"] >= 1, 60, "no image finished")
     cluster["workers"]["gpu"].kill()
     assert cluster["jobs"].job(job)["done"] < 10
@@ -140,7 +170,7 @@ def _run_every_task(job: str) -> list[dict]:
 
 def test_running_every_task_again_leaves_the_same_objects_and_manifest(cluster):
     storage, store = cluster["storage"], cluster["jobs"]
-    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options())
+    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options(), model=FAST)
     snapshots = []
     for _ in range(2):
         store.requeue(job, [0, 1, 2])  # a new run of every item, as a retry or recompose makes
@@ -157,7 +187,7 @@ def test_running_every_task_again_leaves_the_same_objects_and_manifest(cluster):
 def test_a_second_delivery_of_finished_work_changes_nothing(cluster):
     # A worker killed after an image's work, before the ack: Redis hands the task out again.
     storage, store = cluster["storage"], cluster["jobs"]
-    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options())
+    job = record_job(storage, store, "erin", GOOD[:2] + BAD[:1], Options(), model=FAST)
     first = _run_every_task(job)
     items, events = store.items(job), len(store.events(job, block_ms=10))
     assert [infer.apply(args=(job, i)).get() for i in range(3)] == first

@@ -42,6 +42,29 @@ def test_create_records_a_queued_job_with_its_owner_options_and_items(store):
     assert store.exists("j1")
 
 
+def test_a_job_records_its_model_and_without_one_named_the_default(store):
+    store.create("j1", "alice", ["a.jpg"], {}, model="u2netp")
+    store.create("j2", "alice", ["a.jpg"], {})
+    assert (store.job("j1")["model"], store.model("j1")) == ("u2netp", "u2netp")
+    assert (store.job("j2")["model"], store.model("j2")) == ("u2net", "u2net")
+
+
+def test_a_job_recorded_before_jobs_named_a_model_reads_as_u2netp_what_it_ran(store):
+    store.create("old", "alice", ["a.jpg"], {"format": "png"})
+    store.r.hdel("cutout:job:old", "model")  # the record as the service wrote it until now
+    assert (store.job("old")["model"], store.model("old")) == ("u2netp", "u2netp")
+    assert manifest(store, "old")[0]["model"] == {"name": "u2netp", "weights_sha256": get_spec("u2netp").sha256}
+
+
+def test_a_retry_or_recompose_keeps_the_model(store):
+    store.create("j1", "alice", ["a.jpg"], {"format": "png"}, model="u2netp")
+    store.update_item("j1", 0, "done")
+    store.requeue("j1", [0])
+    store.set_options("j1", {"format": "jpg"})
+    store.set_status("j1", "queued")
+    assert store.job("j1")["model"] == "u2netp"
+
+
 def test_an_unknown_job_has_no_record(store):
     assert store.job("nope") is None
     assert not store.exists("nope")
@@ -208,7 +231,7 @@ def finished_job(store) -> str:
     """A job whose items ended done or failed, with awkward input names."""
     job = new_job_id()
     names = ["cat.jpg", "Cat.jpeg", "../../etc/passwd.png", "notes.jpg", "con.jpg", "cat.heic"]
-    store.create(job, "alice", names, {"format": "png"})
+    store.create(job, "alice", names, {"format": "png"}, model="u2netp")
     exts = {0: "png", 1: "png", 2: "png", 4: "png", 5: "webp"}
     for i, ext in exts.items():
         store.update_item(job, i, "inferring", batch_size=2, timings={"infer": 30.0})
@@ -218,7 +241,7 @@ def finished_job(store) -> str:
 
 
 def test_manifest_names_outputs_after_inputs_uniquely_and_safely(store, finished_job):
-    body, entries = manifest(store, finished_job, get_spec("u2netp"))
+    body, entries = manifest(store, finished_job)
     assert entries == [
         (keys.output_key(finished_job, 0, "png"), "cat.png"),
         (keys.output_key(finished_job, 1, "png"), "Cat-2.png"),
@@ -231,7 +254,7 @@ def test_manifest_names_outputs_after_inputs_uniquely_and_safely(store, finished
 
 def test_manifest_records_the_job_model_summary_and_each_files_outcome(store, finished_job):
     spec = get_spec("u2netp")
-    body, _ = manifest(store, finished_job, spec)
+    body, _ = manifest(store, finished_job)
     assert body["job"] == finished_job
     assert body["options"] == {"format": "png"}
     assert body["model"] == {"name": "u2netp", "weights_sha256": spec.sha256}

@@ -29,6 +29,8 @@ EVERY_VARIABLE = {
     "CUTOUT_SOFT_TIME_LIMIT": "50",
     "CUTOUT_TIME_LIMIT": "60",
     "CUTOUT_MAX_ATTEMPTS": "5",
+    "CUTOUT_MODELS": "u2net, u2netp",
+    "CUTOUT_DEFAULT_MODEL": "u2netp",
 }
 
 
@@ -40,6 +42,7 @@ def test_defaults_without_any_variable():
     assert (s.device, s.precision, s.gpu) == ("auto", "auto", None)
     assert (s.batch_size, s.max_wait_ms, s.max_pixels) == (0, 20, DEFAULT_MAX_PIXELS)
     assert (s.retention_hours, s.soft_time_limit, s.time_limit, s.max_attempts) == (24, 300, 360, 3)
+    assert (s.models, s.default_model, s.preload) == ((), "u2net", ())
     assert s == Settings()
 
 
@@ -49,6 +52,7 @@ def test_every_variable_is_read():
         home=Path("/srv/cutout"), storage="local", s3_bucket="cutouts", s3_endpoint_url="http://minio:9000",
         s3_region="eu-west-1", retention_hours=1.5, device="cuda:1", precision="bf16", gpu="1", batch_size=16,
         max_wait_ms=35, max_pixels=1_000_000, soft_time_limit=50, time_limit=60, max_attempts=5,
+        models=("u2net", "u2netp"), default_model="u2netp",
     )
 
 
@@ -87,6 +91,24 @@ def test_a_hard_time_limit_alone_brings_the_soft_limit_below_it():
 def test_a_soft_limit_at_or_above_the_hard_limit_is_refused_naming_both():
     with pytest.raises(ValueError, match="CUTOUT_SOFT_TIME_LIMIT.*CUTOUT_TIME_LIMIT"):
         Settings.from_env({"CUTOUT_SOFT_TIME_LIMIT": "60", "CUTOUT_TIME_LIMIT": "60"})
+
+
+@pytest.mark.parametrize("env", [{"CUTOUT_MODELS": "u2net,modnet"}, {"CUTOUT_DEFAULT_MODEL": "modnet"}])
+def test_an_unknown_model_is_refused_naming_its_variable_and_the_choices(env):
+    [variable] = env
+    with pytest.raises(ValueError, match=f"{variable}: unknown model 'modnet'; choose one of u2net, u2netp"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("env", "preload"), [
+    ({}, ()),
+    ({"CUTOUT_WARMUP": "1"}, ("u2net",)),
+    ({"CUTOUT_WARMUP": "1", "CUTOUT_DEFAULT_MODEL": "u2netp"}, ("u2netp",)),
+    ({"CUTOUT_MODELS": "U2NETP,u2net"}, ("u2netp", "u2net")),
+    ({"CUTOUT_MODELS": "u2netp", "CUTOUT_WARMUP": "1"}, ("u2netp",)),
+])
+def test_a_gpu_worker_preloads_the_models_named_else_with_warm_up_the_default(env, preload):
+    assert Settings.from_env(env).preload == preload
 
 
 def test_a_number_that_is_not_one_names_its_variable():
