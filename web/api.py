@@ -51,10 +51,16 @@ def check_active_jobs() -> None:
 def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     """Store the request's uploads and enqueue them as a job for the caller; returns (job, total)."""
     options = options or forms.parse(request.form)
+    model = requested_model()
     check_active_jobs()
     upload = uploads.from_request(fields)
-    job = create_job(services().storage, services().jobs, g.user, upload.files, options, upload.rejected)
+    job = create_job(services().storage, services().jobs, g.user, upload.files, options, upload.rejected, model)
     return job, len(upload.files)
+
+
+def requested_model() -> str:
+    """The request's `model` field, else the service's default (CUTOUT_DEFAULT_MODEL); 400 if unknown."""
+    return forms.model(request.form, services().settings.default_model)
 
 
 def job_view(record: dict) -> dict:
@@ -62,8 +68,8 @@ def job_view(record: dict) -> dict:
     items = services().jobs.items(job)
     view = {
         "job_id": job, "status": record["status"], "total": record["total"], "done": record["done"],
-        "failed": record["failed"], "created": record["created"], "options": record["options"],
-        "error": record.get("error") or None,
+        "failed": record["failed"], "created": record["created"], "model": record["model"],
+        "options": record["options"], "error": record.get("error") or None,
         "events_url": url_for("api.events", job=job),
         "download_url": url_for("api.download", job=job) if record["status"] == "done" else None,
         "items": [_item_view(job, i, item) for i, item in items.items()],
@@ -96,7 +102,7 @@ def create():
 def list_jobs():
     store = services().jobs
     records = [r for r in (store.job(job) for job in store.jobs_of(g.user)) if r]
-    return jsonify({"jobs": [{k: r[k] for k in ("id", "status", "total", "done", "failed", "created")}
+    return jsonify({"jobs": [{k: r[k] for k in ("id", "status", "total", "done", "failed", "created", "model")}
                              | {"job_id": r["id"], "status_url": url_for("api.status", job=r["id"])}
                              for r in records]})
 
@@ -206,10 +212,20 @@ def retry(job):
 @bp.post("/jobs/<job>/recompose")
 @api_user_required
 def recompose_job(job):
-    _finished(job)
-    options = forms.parse(request.get_json(silent=True) or request.form)
+    record = _finished(job)
+    values = request.get_json(silent=True) or request.form
+    options = forms.parse(values)
+    _same_model(values, record["model"])
     todo = recompose(services().storage, services().jobs, job, options)
     return jsonify({"job_id": job, "recomposed": todo, "status_url": url_for("api.status", job=job)}), 202
+
+
+def _same_model(values, model: str) -> None:
+    """A recompose reuses the job's alpha maps, so it cannot change the model they came from."""
+    asked = forms.model(values, model)
+    if asked != model:
+        raise ApiError(400, "invalid_option", f"model={asked!r}: a recompose reuses this job's {model} alpha maps and "
+                                              f"cannot change the model; start a new job with model={asked}")
 
 
 @bp.delete("/jobs/<job>")

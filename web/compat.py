@@ -12,7 +12,7 @@ from PIL import Image
 
 from tasks.submit import create_job
 from web import fetch, forms, uploads
-from web.api import check_active_jobs, single_result, submit
+from web.api import check_active_jobs, requested_model, single_result, submit
 from web.auth import api_user_required
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -26,7 +26,7 @@ _SIZES = {"auto", "preview", "small", "regular", "medium", "hd", "4k", "full", "
 @api_user_required
 @limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
 def batch_process():
-    """The WebUI's call: images + format, bg_color, alpha_threshold, feather_edge, erode_kernel; waits."""
+    """The WebUI's call: images + format, bg_color, alpha_threshold, feather_edge, erode_kernel, model; waits."""
     job, total = submit()
     record = wait_for_job(services().jobs, job, current_app.config["SYNC_TIMEOUT"])
     if record is None:
@@ -87,9 +87,10 @@ def _removebg_image() -> tuple[str, bytes]:
 def removebg():
     """remove.bg-compatible: the cutout in the body, its size in X-Width / X-Height."""
     options = _removebg_options()
+    model = requested_model()
     name, data = _removebg_image()
     check_active_jobs()
-    job = create_job(services().storage, services().jobs, g.user, [(name, data)], options)
+    job = create_job(services().storage, services().jobs, g.user, [(name, data)], options, model=model)
     result: Response = single_result(job)
     body = result.get_data()
     with Image.open(io.BytesIO(body)) as im:

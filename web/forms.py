@@ -3,6 +3,7 @@
 from dataclasses import fields, replace
 
 from matting_core.options import Options, resolve_options
+from matting_core.registry import get_spec, model_names
 from web.errors import ApiError
 
 _TRUE, _FALSE = {"true", "1", "on", "yes"}, {"false", "0", "off", "no"}
@@ -50,3 +51,16 @@ def parse(values, base: dict | None = None) -> Options:
         return replace(options, bg_color=None) if transparent else options
     except (ValueError, TypeError) as err:
         raise ApiError(400, "invalid_option", str(err)) from None
+
+
+def model_choices() -> str:
+    return ", ".join(f"{name} ({get_spec(name).hint})" for name in model_names())
+
+
+def model(values, default: str) -> str:
+    """The `model` field (a registry name), or `default` when it is missing or empty. Not an
+    option of Options: a preset never changes it, and a recompose cannot (it reuses the alpha maps)."""
+    name = str(values.get("model") or default).strip().lower()
+    if name not in model_names():
+        raise ApiError(400, "invalid_option", f"model={name!r} is not offered; choose one of {model_choices()}")
+    return name

@@ -2,7 +2,9 @@
 
 from flask import Blueprint, jsonify
 
+from matting_core.registry import get_spec, model_names
 from web.auth import api_user_required
+from web.extensions import services
 from web.forms import FIELDS
 
 bp = Blueprint("openapi", __name__)
@@ -16,6 +18,7 @@ OPTIONS = {name: {"type": _OPTION_TYPES.get(name, "string")} for name in FIELDS}
     "bg_color": {"type": "string", "description": "#rrggbb, #rrggbbaa, rrggbb or a CSS colour name"},
 }
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_STATUSES = ["queued", "running", "done", "failed"]
 _JOB_PATH = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
@@ -42,29 +45,58 @@ _FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
 _BINARY = {"type": "string", "format": "binary"}
 _IMAGE = {"description": "the cutout", "content": {f"image/{t}": {"schema": _BINARY} for t in ("png", "jpeg", "webp")}}
 
-SPEC = {
-    "openapi": "3.1.0",
-    "info": {"title": "cutout", "version": "1", "description": "Background removal for one photo or thousands."},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                            "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
-        "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}}}}}},
-    },
-    "security": [{"bearer": []}, {"apiKey": []}],
-    "paths": {
+def model_schema(default: str) -> dict:
+    hints = ", ".join(f"{name}: {get_spec(name).hint}" for name in model_names())
+    return {"type": "string", "enum": model_names(), "default": default,
+            "description": f"the model to run ({hints}); a retry or a recompose keeps the job's"}
+
+
+def document(default_model: str) -> dict:
+    """The OpenAPI document; `model` defaults to the service's default (CUTOUT_DEFAULT_MODEL)."""
+    model = {"model": model_schema(default_model)}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "cutout", "version": "1", "description": "Background removal for one photo or thousands."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
+            "schemas": _schemas(model),
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": _job_paths(model) | _waiting_paths(model) | {
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI")}}}},
+    }
+
+
+def _schemas(model: dict) -> dict:
+    summary = {"type": "object", "properties": {
+        "job_id": {"type": "string"}, "status": {"type": "string", "enum": _STATUSES}, **model,
+        "total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
+        "created": {"type": "number"}, "status_url": {"type": "string"}}}
+    job = {"type": "object", "properties": summary["properties"] | {
+        "options": {"type": "object"}, "error": {"type": ["string", "null"]}, "items": {"type": "array"},
+        "events_url": {"type": "string"}, "download_url": {"type": ["string", "null"]}}}
+    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}}}}}
+    return {"Error": error, "JobSummary": summary, "Job": job}
+
+
+def _job_paths(model: dict) -> dict:
+    jobs = {"type": "object", "properties": {"jobs": {"type": "array",
+                                                       "items": {"$ref": "#/components/schemas/JobSummary"}}}}
+    return {
         "/api/v1/jobs": {
             "post": {"summary": "Start a batch job", "requestBody": _multipart(
-                {"images": _FILES, "archive": _BINARY} | OPTIONS),
+                {"images": _FILES, "archive": _BINARY} | OPTIONS | model),
                 "responses": {"202": _json("accepted: {job_id, status_url, events_url, total}")
                               } | _errors(400, 401, 413, 429)},
-            "get": {"summary": "My jobs, newest first", "responses": {"200": _json("{jobs: [...]}")} | _errors(401)},
+            "get": {"summary": "My jobs, newest first", "responses": {"200": _json("{jobs: [...]}", jobs)}
+                    | _errors(401)},
         },
         "/api/v1/jobs/{job}": {
             "parameters": _JOB_PATH,
-            "get": {"summary": "Status, counters and items", "responses": {"200": _json(
-                "{job_id, status (queued|running|done|failed), total, done, failed, items, download_url}")}
-                | _errors(401, 404)},
+            "get": {"summary": "Status, model, counters and items", "responses": {"200": _json(
+                "the job", {"$ref": "#/components/schemas/Job"})} | _errors(401, 404)},
             "delete": {"summary": "Delete the job and its files", "responses": {"204": {"description": "deleted"}}
                        | _errors(401, 404)},
         },
@@ -84,35 +116,39 @@ SPEC = {
             "get": {"summary": "One image of the job", "responses": {"200": {"description": "the image"}}
                     | _errors(400, 401, 404, 409)}},
         "/api/v1/jobs/{job}/retry": {"parameters": _JOB_PATH, "post": {
-            "summary": "Run again what failed or never finished", "responses": {"202": _json("{retried: [...]}")}
-            | _errors(401, 404, 409)}},
+            "summary": "Run again what failed or never finished, with the job's model",
+            "responses": {"202": _json("{retried: [...]}")} | _errors(401, 404, 409)}},
         "/api/v1/jobs/{job}/recompose": {"parameters": _JOB_PATH, "post": {
-            "summary": "New options from the stored alpha maps (no GPU)",
+            "summary": "New options from the stored alpha maps (no GPU; the model stays the job's: another is a 400)",
             "requestBody": _multipart(OPTIONS), "responses": {"202": _json("{recomposed: [...]}")}
             | _errors(400, 401, 404, 409)}},
+    }
+
+
+def _waiting_paths(model: dict) -> dict:
+    """The endpoints that wait for their job and answer with its result."""
+    return {
         "/api/v1/remove": {"post": {
             "summary": "One image in, its cutout back",
-            "requestBody": _multipart({"image": _BINARY} | OPTIONS, ["image"]),
+            "requestBody": _multipart({"image": _BINARY} | OPTIONS | model, ["image"]),
             "responses": {"200": _IMAGE} | _errors(400, 401, 422, 429, 504)}},
         "/api/batch-process": {"post": {
             "summary": "The original WebUI's batch call; waits for the batch",
             "requestBody": _multipart({"images": _FILES} | {k: OPTIONS[k] for k in (
-                "format", "bg_color", "alpha_threshold", "feather_edge", "erode_kernel")}, ["images"]),
+                "format", "bg_color", "alpha_threshold", "feather_edge", "erode_kernel")} | model, ["images"]),
             "responses": {"200": _json("{status: completed, count, download_url}")} | _errors(400, 401, 504)}},
         "/v1.0/removebg": {"post": {
             "summary": "remove.bg-compatible", "requestBody": _multipart({
                 "image_file": _BINARY, "image_file_b64": {"type": "string"}, "image_url": {"type": "string"},
                 "size": {"type": "string"}, "format": {"type": "string", "enum": ["auto", "png", "jpg", "webp"]},
                 "bg_color": {"type": "string"}, "channels": {"type": "string", "enum": ["rgba", "alpha"]},
-                "crop": {"type": "boolean"}}),
+                "crop": {"type": "boolean"}} | model),
             "responses": {"200": _IMAGE, "400": {"description": 'remove.bg errors: {"errors": [{title, code}]}'},
                           "401": {"description": "no or invalid X-Api-Key"}}}},
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI")}}},
-    },
-}
+    }
 
 
 @bp.get("/api/v1/openapi.json")
 @api_user_required
 def openapi():
-    return jsonify(SPEC)
+    return jsonify(document(services().settings.default_model))

@@ -6,26 +6,30 @@ celery workers and local storage are the session's real ones (tests/web/conftest
 
 import gc
 import io
+import os
 import re
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
+from tasks.settings import Settings
 from tests.conftest import DATA
-from tests.web.conftest import make_app
+from tests.web.conftest import FAST, make_app
 from web.extensions import limiter
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CUTOUT_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "job-page.png"
+# The README's picture, refreshed only when asked: a test run writes nothing into the repository.
+README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "job-page.png"
 PHOTOS = ("coffee.jpg", "chelsea.jpg", "astronaut.jpg")
 # The workers run the model on the CPU (about 1 s an image on two cores), and start cold.
 JOB_TIMEOUT_MS = 60_000
@@ -48,8 +52,11 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture(scope="module")
 def live(web_env, workers):
-    """(base URL, app) of the real app, served with a thread per request (SSE holds one open)."""
-    app = make_app(web_env)
+    """(base URL, app) of the real app, served with a thread per request (SSE holds one open).
+
+    Its default model is the service's (u2net), so a form that posted no model would show here.
+    """
+    app = make_app(web_env, CUTOUT_SETTINGS=replace(Settings.from_env(web_env), default_model="u2net"))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
     thread.start()
@@ -97,7 +104,7 @@ def finished_job_of_one_image(app, key: str) -> str:
     """A job made through the API with the user's key, waited for in Redis."""
     data = (DATA / "chelsea.jpg").read_bytes()
     response = app.test_client().post("/api/v1/jobs", headers={"X-Api-Key": key}, content_type="multipart/form-data",
-                                      data={"images": [(io.BytesIO(data), "chelsea.jpg")]})
+                                      data={"images": [(io.BytesIO(data), "chelsea.jpg")], "model": FAST})
     assert response.status_code == 202, response.get_json()
     job = response.get_json()["job_id"]
     deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
@@ -107,18 +114,25 @@ def finished_job_of_one_image(app, key: str) -> str:
     return job
 
 
-def test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip(live, page):
+def test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip(live, page, tmp_path):
     base, app = live
-    password, _ = app.extensions["cutout"].users.add("dana")
+    password, key = app.extensions["cutout"].users.add("dana")
     sign_in(page, base, "dana", password)
     page.set_input_files("#dropzone input[type=file]", [DATA / name for name in PHOTOS])
     expect(page.locator("#files .file")).to_have_count(3, timeout=20_000)
+    models = page.locator("#model-choice label")
+    expect(models).to_have_text([re.compile(r"u2net\s.*best quality"), re.compile(r"u2netp\s.*fastest")])
+    expect(page.locator("#model-choice input[value=u2net]")).to_be_checked()  # the service's default
+    page.check(f"#model-choice input[value={FAST}]")
     page.click("#start")
 
     page.wait_for_url(re.compile(rf"{re.escape(base)}/jobs/[0-9a-f]{{32}}$"), timeout=10_000)
     progress = page.locator("#progress")
     expect(progress).to_have_attribute("aria-valuenow", "100", timeout=JOB_TIMEOUT_MS)
     expect(page.locator("#progress-text")).to_have_text("3 / 3 done", timeout=20_000)
+    expect(page.locator("#job-meta")).to_contain_text(f"model {FAST} (fastest)")
+    job = page.url.rsplit("/", 1)[1]
+    assert app.test_client().get(f"/api/v1/jobs/{job}", headers={"X-Api-Key": key}).get_json()["model"] == FAST
     items = page.locator("#gallery .item")
     expect(items).to_have_count(3, timeout=20_000)
     expect(page.locator("#gallery .item-done")).to_have_count(3, timeout=20_000)
@@ -137,8 +151,8 @@ def test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip(live, page):
     page.wait_for_function(PREVIEW_DRAWN, timeout=10_000)
     page.evaluate("window.scrollTo(0, 0)")  # else the sticky header is drawn mid-page
     page.mouse.move(0, 0)  # no hover state on the README picture
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    screenshot = README_SCREENSHOT if os.environ.get("CUTOUT_UPDATE_SCREENSHOT") else tmp_path / "job-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
 
 
 def test_the_recompose_preview_follows_the_background_colour(live, page):

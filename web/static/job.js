@@ -86,7 +86,9 @@
     }
     const finished = show(view);
     const started = new Date(view.created * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-    $("job-meta").textContent = `${view.total} image${view.total === 1 ? "" : "s"} · started ${started}`;
+    const hint = JSON.parse(urls.modelHints)[view.model];
+    const model = `model ${view.model}${hint ? ` (${hint})` : ""}`;
+    $("job-meta").textContent = `${view.total} image${view.total === 1 ? "" : "s"} · ${model} · started ${started}`;
     showAlert($("job-alert"), view.error || "");
     const download = $("download");
     download.classList.toggle("disabled", !view.download_url);

@@ -59,6 +59,8 @@
     const form = new FormData();
     for (const { file } of chosen) form.append(isZip(file) ? "archive" : "images", file, file.name);
     options.appendTo(form);
+    // The model sits beside the options, not among them: a preset never changes it.
+    form.append("model", document.querySelector('#model-choice input[name="model"]:checked').value);
     // XHR rather than fetch: it reports upload progress, which matters for a few thousand photos.
     const xhr = new XMLHttpRequest();
     xhr.open("POST", root.dataset.submitUrl);
