@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matting_core.model import usable_cores
+from matting_core.registry import model_names
 from tasks.app import WORKER_QUEUES
 from tasks.local_cluster import REDIS_CONF, redis_binary
 from tasks.recovery import requeue_unacked
@@ -161,9 +162,16 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
             child.env["CUTOUT_METRICS_PORT"] = str(ports["METRICS_PORT"] + n)
         if child.queue == "gpu":  # the model loads (and compiles) before the worker takes images
             child.env["CUTOUT_WARMUP"] = env.get("CUTOUT_WARMUP") or "1"
+    # The model settings (CUTOUT_DEFAULT_MODEL, CUTOUT_MODELS) reach every child with the environment,
+    # checked above by Settings.from_env: the web app picks the default, the gpu worker preloads.
     info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
-            "flower_password": flower_password}
+            "flower_password": flower_password, "models": _models_line(settings)}
     return info, children
+
+
+def _models_line(settings: Settings) -> str:
+    others = [name for name in model_names() if name != settings.default_model]
+    return f"{settings.default_model} (default), {', '.join(others)} (on request)"
 
 
 def _gpu_threads(settings: Settings) -> int:
@@ -268,6 +276,7 @@ def _announce(info: dict, demo: dict, children: list[Child]) -> None:
         f"  Flower          http://127.0.0.1:{ports['FLOWER_PORT']}/  ({info['flower_user']} / "
         f"{info['flower_password']})",
         f"  Redis           {info['redis_url']}",
+        f"  models          {info['models']}",
         f"  metrics         http://127.0.0.1:{ports['PORT']}/metrics, workers on :{ports['METRICS_PORT']} (gpu) "
         f"and :{ports['METRICS_PORT'] + 1} (cpu)",
         f"  data and logs   {info['home']}",
