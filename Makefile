@@ -38,6 +38,7 @@ lint: install
 bench: weights
 	$(PY) -m bench.batch_speed
 	$(PY) -m bench.cluster_speed
+	$(PY) -m bench.vs_rembg
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
