@@ -8,6 +8,7 @@ from matting_core.postprocess import (
     despill,
     erode,
     feather,
+    guided_filter,
     postprocess,
     refine,
     threshold,
@@ -131,8 +132,40 @@ def test_refine_returns_float32_alpha_in_unit_range():
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+def striped_scene(size: int = 256):
+    """A magenta disc on 6-px green and orange stripes, its true alpha, and a model-like guess:
+    blurred and 3 px off."""
+    truth = disc(size, 60)
+    stripes = (np.arange(size) // 6) % 2
+    backdrop = np.where(stripes[None, :, None] == 0, (40, 160, 60), (200, 120, 40)) * np.ones((size, 1, 1))
+    guess = cv2.GaussianBlur(disc(size, 60, shift=3), (0, 0), 3)
+    return paint(truth, (230, 60, 200), backdrop), truth, guess
+
+
+def distance_from_unsure(alpha: np.ndarray) -> np.ndarray:
+    unsure = ((alpha > 0.02) & (alpha < 0.98)).astype(np.uint8)
+    return cv2.distanceTransform(1 - unsure, cv2.DIST_L2, 5)
+
+
+@pytest.mark.parametrize("radius", [8, 12])
+def test_refine_leaves_alpha_alone_where_the_model_was_sure(radius):
+    image, _, guess = striped_scene()
+    far = distance_from_unsure(guess) > 1.5 * radius
+    assert np.abs(guided_filter(guess, image, radius) - guess)[far].max() > 0.01  # stripes leak in
+    assert np.array_equal(refine(guess, image, radius=radius)[far], guess[far])
+
+
+@pytest.mark.parametrize("radius", [8, 12])
+def test_refine_is_the_guided_filter_where_the_model_was_unsure(radius):
+    image, truth, guess = striped_scene()
+    unsure = distance_from_unsure(guess) == 0
+    refined = refine(guess, image, radius=radius)
+    assert np.allclose(refined[unsure], guided_filter(guess, image, radius)[unsure], atol=1e-6)
+    assert np.abs(refined - truth).sum() < 0.75 * np.abs(guess - truth).sum()
+
+
 @pytest.mark.parametrize(
-    ("shape", "radius"), [((64, 64), 2), ((1080, 1920), 12), ((4000, 3000), 25)]
+    ("shape", "radius"), [((64, 64), 2), ((1080, 1920), 24), ((4000, 3000), 50)]
 )
 def test_default_refine_radius_grows_with_image_size(shape, radius):
     assert default_refine_radius(shape) == radius
