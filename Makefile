@@ -39,6 +39,7 @@ bench: weights
 	$(PY) -m bench.batch_speed
 	$(PY) -m bench.cluster_speed
 	$(PY) -m bench.vs_rembg
+	$(PY) -m bench.matting_quality
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
