@@ -29,10 +29,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output options")
     g.add_argument("--format", choices=FORMATS, help="output format (default png; jpg is always composited)")
     g.add_argument("--bg", dest="bg_color", metavar="COLOUR", help="background: #rrggbb, #rrggbbaa or a CSS name")
-    g.add_argument("--alpha-threshold", type=int, metavar="0-255", help="alpha below it becomes 0 (default 10)")
-    g.add_argument("--erode", dest="erode_kernel", type=int, metavar="PX", help="shrink the edge (default 1; 0 off)")
+    g.add_argument("--alpha-threshold", type=int, metavar="0-255", help="alpha below it becomes 0 (default 0: off)")
+    g.add_argument("--erode", dest="erode_kernel", type=int, metavar="PX", help="shrink the edge (default 0: off)")
     g.add_argument("--feather", dest="feather_edge", action=argparse.BooleanOptionalAction,
-                   help="soften the edge (default on)")
+                   help="soften the edge (default off)")
     g.add_argument("--feather-radius", type=int, metavar="PX", help="feather width (default 2)")
     g.add_argument("--refine", action=argparse.BooleanOptionalAction,
                    help="snap the edge to the full-resolution image (default on)")
