@@ -13,7 +13,7 @@ class Options:
     bg_color: str | None = None  # "#rrggbb", "#rrggbbaa" or a CSS colour name
     # The defaults are the steps that made no measure worse for either model on
     # bench/matting_quality.py (README, "Matting quality"): refine alone. Threshold 10 lowered
-    # SAD but raised MSE and gradient error; erode and feather made every measure worse.
+    # SAD but raised MSE and gradient error; erode and feather improved no measure.
     alpha_threshold: int = 0  # 0-255: alpha below it becomes 0; 0 turns it off
     erode_kernel: int = 0  # px; 0 turns erosion off
     feather_edge: bool = False
