@@ -1,7 +1,7 @@
 """docs/models.webp: the bundled test photos cut out by each model, side by side.
 
 `python -m bench.model_figure` (also `make figure`) rewrites it on purpose; tests never do.
-Each cutout is the default pipeline's (default options, bf16 where the CPU has AMX), shown
+Each cutout is the default pipeline's (default options, bf16 where the CPU has AMX or AVX512-BF16), shown
 on a checkerboard so that what stayed and what went are both visible.
 """
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -117,3 +119,10 @@ def test_warm_up_runs_the_model_before_the_first_image():
     from matting_core.model import get_model
 
     assert get_model("u2netp", device="cpu", precision="fp32").warm_up(8) == [1]  # eager: one call loads it
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's CPU flags")
+def test_auto_precision_on_the_cpu_is_bf16_exactly_where_the_cpu_has_native_bf16():
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    native = bool(flags & {"amx_tile", "avx512_bf16"})
+    assert get_model("u2netp", device="cpu").precision == ("bf16" if native else "fp32")

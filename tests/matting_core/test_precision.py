@@ -1,7 +1,7 @@
 """16-bit inference stays within tolerance of fp32 for every model, and the fp32 islands are why.
 
 The tolerance is the one the service promises: mean |Δalpha| <= 2/255 and IoU >= 0.98 per
-photo. bf16 is what `auto` picks on a CPU with AMX (this machine); fp16 on CUDA is checked
+photo. bf16 is what `auto` picks on a CPU with AMX or AVX512-BF16 (this machine); fp16 on CUDA is checked
 by bench/gpu.sh on a GPU host (CPU fp16 is emulated: ~17 s an image here).
 """
 
