@@ -11,14 +11,15 @@ FORMATS = ("png", "jpg", "webp")
 class Options:
     format: str = "png"  # png | jpg | webp
     bg_color: str | None = None  # "#rrggbb", "#rrggbbaa" or a CSS colour name
-    # The defaults are the steps that made no measure worse for either model on
-    # bench/matting_quality.py (README, "Matting quality"): refine alone. Threshold 10 lowered
-    # SAD but raised MSE and gradient error; erode and feather improved no measure.
+    # Every step is off by default: the model's own alpha must not be made worse (README,
+    # "Matting quality"). On bench/matting_quality.py refine improved every measure, but that
+    # set also flatters the old refine, which made real held-out photos worse; threshold 10
+    # lowered SAD but raised MSE and gradient error; erode and feather improved no measure.
     alpha_threshold: int = 0  # 0-255: alpha below it becomes 0; 0 turns it off
     erode_kernel: int = 0  # px; 0 turns erosion off
     feather_edge: bool = False
     feather_radius: int = 2  # px, when feather_edge is on
-    refine: bool = True  # guided-filter edge refinement at full resolution
+    refine: bool = False  # guided-filter edge refinement at full resolution
     despill: bool = False  # remove background colour from the edge
     mask: bool = False  # write the alpha alone as a grey PNG
     quality: int | None = None  # jpg/webp quality; None = jpg 92, webp lossless
@@ -49,7 +50,7 @@ class Options:
 # The original WebUI's presets; explicit options given with a preset win.
 PRESETS: dict[str, dict] = {
     "id-photo": {"alpha_threshold": 15, "erode_kernel": 2, "format": "jpg", "bg_color": "#ffffff"},
-    "ecommerce": {"feather_edge": True, "format": "png"},
+    "ecommerce": {"refine": True, "feather_edge": True, "format": "png"},
     "avatar": {"alpha_threshold": 8, "erode_kernel": 1},
 }
 

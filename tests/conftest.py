@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from matting_core.model import get_model
+from matting_core.registry import DEFAULT_MODEL
 from tasks.local_cluster import start_redis
 
 DATA = Path(__file__).parent / "data"
@@ -15,8 +16,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image samples, s
 
 @pytest.fixture(scope="session")
 def model():
-    """The real U²-Net-P on the CPU in fp32 (the reference precision), loaded once per run."""
-    return get_model("u2netp", device="cpu", precision="fp32").load()
+    """The default model (the full U²-Net) on the CPU in fp32 (the reference precision), loaded once per run."""
+    return get_model(DEFAULT_MODEL, device="cpu", precision="fp32").load()
 
 
 @pytest.fixture(scope="session")

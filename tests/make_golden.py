@@ -1,4 +1,4 @@
-"""Regenerate tests/data/golden/*.png: the default pipeline's alpha for each test photo.
+"""Regenerate tests/data/golden/*.png: the default pipeline's alpha (default model and options) for each test photo.
 
 Run it only after checking by eye that a change to the pipeline improved the
 cutouts (`python -m tests.make_golden`), and say so in the commit message.
@@ -7,11 +7,12 @@ cutouts (`python -m tests.make_golden`), and say so in the commit message.
 from matting_core import pipeline, preprocess
 from matting_core.model import get_model
 from matting_core.options import Options
+from matting_core.registry import DEFAULT_MODEL
 from tests.conftest import DATA, PHOTOS
 
 
 def main() -> None:
-    model = get_model("u2netp", device="cpu").load()
+    model = get_model(DEFAULT_MODEL, device="cpu", precision="fp32").load()  # as the tests run it
     for name in PHOTOS:
         data = (DATA / f"{name}.jpg").read_bytes()
         alpha = model.predict(preprocess.to_batch([pipeline.prepare(data, name, model.spec)]))[0]

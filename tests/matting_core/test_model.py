@@ -107,7 +107,7 @@ def test_a_padded_batch_gives_each_image_the_alpha_it_gets_alone(model, photo_by
     spec = model.spec
     inputs = [preprocess.normalize(decode.decode_for_model(photo_bytes[name], name, min_side=320), 320,
                                    spec.mean, spec.std) for name in ("coffee", "chelsea", "rocket")]
-    padded = get_model("u2netp", device="cpu", precision="fp32").load()
+    padded = get_model(spec.name, device="cpu", precision="fp32").load()
     padded.compiled = True  # the padding path of a compiled model, run eagerly: 3 images go in as 4
     together = padded.predict(preprocess.to_batch(inputs))
     assert together.shape == (3, 320, 320)

@@ -3,16 +3,17 @@ import pytest
 from matting_core.options import Options, resolve_options
 
 
-def test_defaults_match_the_webui():
-    opts = Options()
-    assert (opts.format, opts.alpha_threshold, opts.erode_kernel, opts.feather_edge) == ("png", 10, 1, True)
+def test_defaults_leave_the_models_alpha_as_it_is():
+    # Measured in bench/matting_quality.py and README "Matting quality": no step on by default.
+    assert Options() == resolve_options(raw=True)
+    assert Options().format == "png"
 
 
 @pytest.mark.parametrize(
     "preset, expected",
     [
         ("id-photo", {"alpha_threshold": 15, "erode_kernel": 2, "format": "jpg", "bg_color": "#ffffff"}),
-        ("ecommerce", {"feather_edge": True, "format": "png"}),
+        ("ecommerce", {"refine": True, "feather_edge": True, "format": "png"}),
         ("avatar", {"alpha_threshold": 8, "erode_kernel": 1}),
     ],
 )

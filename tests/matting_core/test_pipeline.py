@@ -9,8 +9,9 @@ from PIL import Image
 
 from matting_core import pipeline, preprocess
 from matting_core.errors import ImageTooLargeError, UnsupportedImageError
+from matting_core.model import get_model
 from matting_core.options import Options, resolve_options
-from matting_core.registry import get_spec
+from matting_core.registry import model_names
 from matting_core.weights import cutout_home, source_path
 from tests.conftest import DATA, PHOTOS
 
@@ -39,21 +40,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a > 0.5) & (b > 0.5)).sum() / ((a > 0.5) | (b > 0.5)).sum())
 
 
-@pytest.fixture(scope="module")
-def onnx_session():
-    path = source_path(get_spec("u2netp"), cutout_home())
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+@pytest.fixture(scope="module", params=model_names())
+def model_and_session(request):
+    model = get_model(request.param, device="cpu", precision="fp32").load()
+    path = source_path(model.spec, cutout_home())
+    return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("name", PHOTOS)
-def test_raw_alpha_agrees_with_the_reference_recipe(model, onnx_session, photo_bytes, name):
+def test_raw_alpha_agrees_with_the_reference_recipe(model_and_session, photo_bytes, name):
+    model, session = model_and_session
     data = photo_bytes[name]
     raw = resolve_options(raw=True, mask=True)
     ours = _open(pipeline.finish(data, name, _alpha_small(model, data), raw)).astype(np.float32) / 255
-    reference = _rembg_alpha(onnx_session, data)
-    # Measured: mean 0.0005-0.003, max < 0.1 (bilinear vs Lanczos upsampling, float32 vs float64).
+    reference = _rembg_alpha(session, data)
+    # Measured: mean 0.0005-0.0028 (bilinear vs Lanczos upsampling, float32 vs float64); IoU
+    # >= 0.997, except rocket, whose subject is 2% of the frame: 0.986 (u2net), 0.994 (u2netp).
     assert np.abs(ours - reference).mean() < 0.005
-    assert _iou(ours, reference) > 0.99
+    assert _iou(ours, reference) > 0.98
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -66,8 +70,8 @@ def test_default_cutout_matches_the_golden_alpha(model, photo_bytes, name):
     assert np.abs(alpha - golden).mean() < 0.01 and _iou(alpha, golden) > 0.99
     # Visible pixels keep the photo's own colour; invisible ones are zeroed.
     source = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    opaque = rgba[..., 3] == 255
-    assert np.abs(rgba[opaque, :3].astype(int) - source[opaque]).max() <= 1
+    visible = rgba[..., 3] > 0
+    assert visible.any() and np.abs(rgba[visible, :3].astype(int) - source[visible]).max() <= 1
     assert (rgba[rgba[..., 3] == 0, :3] == 0).all()
 
 
