@@ -36,7 +36,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="soften the edge (default off)")
     g.add_argument("--feather-radius", type=int, metavar="PX", help="feather width (default 2)")
     g.add_argument("--refine", action=argparse.BooleanOptionalAction,
-                   help="snap the edge to the full-resolution image (default on)")
+                   help="snap the edge to the full-resolution image where the model was unsure (default off)")
     g.add_argument("--despill", action="store_true", default=None, help="remove background colour from the edge")
     g.add_argument("--mask", action="store_true", default=None, help="write the alpha alone as a grey PNG")
     g.add_argument("--quality", type=int, metavar="1-100", help="jpg/webp quality (webp default: lossless)")
@@ -47,7 +47,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help=f"{', '.join(f'{n}: {get_spec(n).hint}' for n in model_names())} (default {DEFAULT_MODEL})")
     r.add_argument("--device", default=os.environ.get("CUTOUT_DEVICE", "auto"), help=f"{'|'.join(DEVICES)}|cuda:N")
     r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
-                   help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
+                   help="auto: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16, else fp32")
     r.add_argument("--batch-size", type=int, help="images per model call (default 1 on CPU, 8 on CUDA)")
     r.add_argument("--workers", type=int, default=usable_cores(),
                    help="images in flight at once, each on its own thread (default: one per core)")
