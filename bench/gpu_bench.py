@@ -33,7 +33,7 @@ from matting_core import decode
 from matting_core.model import MattingModel, get_model, usable_cores
 from matting_core.options import Options
 from matting_core.preprocess import normalize, to_batch
-from matting_core.registry import get_spec, model_names
+from matting_core.registry import DEFAULT_MODEL, get_spec, model_names
 from matting_core.weights import cutout_home, state_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,10 @@ def cluster(files: list[tuple[str, bytes]], count: int, home: Path, device: str)
     from bench.cluster_speed import follow, job_stats, submit
     from bench.served import Served
 
-    served = Served(home, {"CUTOUT_DEVICE": device, "CUTOUT_LOG_FORMAT": "json"}).wait_ready(600)
+    # The service needs real weights: the default model's if they travelled, else u2netp's.
+    model = DEFAULT_MODEL if _weights(DEFAULT_MODEL) is None else "u2netp"
+    served = Served(home, {"CUTOUT_DEVICE": device, "CUTOUT_LOG_FORMAT": "json", "CUTOUT_DEFAULT_MODEL": model,
+                           "CUTOUT_MODELS": model}).wait_ready(600)
     try:
         key = served.demo()["api_key"]
         warm, _ = submit(served, key, files[:8])
@@ -155,7 +158,7 @@ def cluster(files: list[tuple[str, bytes]], count: int, home: Path, device: str)
             job, started = submit(served, key, batch)
             seen = follow(served, key, job, count, "cluster")
         seconds = max(seen.values()) - started
-        return {"images": count, "images_per_second": round(count / seconds, 1), **gpu.summary(),
+        return {"model": model, "images": count, "images_per_second": round(count / seconds, 1), **gpu.summary(),
                 **job_stats(served, key, job, started, seen)}
     finally:
         served.stop()
