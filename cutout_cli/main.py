@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         return users.run(args)
     if args.command == "serve":
-        from cutout_cli.serve import serve
-
+        try:
+            from cutout_cli.serve import serve  # tasks.app reads and checks the CUTOUT_* settings here
+        except ValueError as err:
+            parser.exit(2, f"cutout: error: {err}\n")
         return serve()
     if args.command == "weights":
         try:

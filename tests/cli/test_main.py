@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -155,3 +156,11 @@ def test_starting_the_cli_imports_neither_the_web_stack_nor_onnx():
     code = f"import sys, cutout_cli.main; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
+
+
+def test_serve_with_an_unknown_model_setting_exits_2_naming_the_choices(tmp_path):
+    env = {**os.environ, "CUTOUT_HOME": str(tmp_path), "CUTOUT_MODELS": "u2net,u2net-huge"}
+    done = subprocess.run([sys.executable, "-m", "cutout_cli.main", "serve"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "CUTOUT_MODELS: unknown model 'u2net-huge'; choose one of u2net, u2netp" in done.stderr
