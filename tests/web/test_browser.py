@@ -154,6 +154,10 @@ def test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip(live, page, 
     screenshot = README_SCREENSHOT if os.environ.get("CUTOUT_UPDATE_SCREENSHOT") else tmp_path / "job-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
 
+    page.goto(f"{base}/jobs")  # My jobs names the model each job ran
+    expect(page.locator(f"#jobs-body a[href$='{job}']").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#jobs-body tr").first.locator("td").nth(2)).to_have_text(FAST)
+
 
 def test_the_recompose_preview_follows_the_background_colour(live, page):
     base, app = live

@@ -23,6 +23,7 @@
     const tr = el("tr", {},
       el("td", {}, el("a", { href: jobUrl(job.job_id), class: "mono" }, job.job_id.slice(0, 8))),
       el("td", {}, el("span", { class: `badge badge-${job.status}` }, job.status)),
+      el("td", { class: "mono" }, job.model),
       el("td", {}, `${job.done} / ${job.total}`, job.failed ? el("span", { class: "muted" }, ` · ${job.failed} failed`) : null),
       el("td", { class: "muted" }, when.format(new Date(job.created * 1000))),
       el("td", { class: "right" },
@@ -32,7 +33,7 @@
   }
 
   function empty() {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "empty center" },
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty center" },
       "No jobs yet. ", el("a", { href: root.dataset.uploadUrl }, "Upload some images"), " to start one.")));
   }
 
