@@ -18,7 +18,7 @@ from matting_core import decode
 from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
 from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model, torch_threads, usable_cores
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
-from matting_core.registry import DEFAULT_MODEL, ModelSpec, get_spec, model_names
+from matting_core.registry import DEFAULT_MODEL, ModelSpec, get_spec, model_choices, model_names
 from matting_core.weights import cutout_home, fetch, wheel_holds
 
 # Measured on the 2-core CPU box: batch 1 is ~290 ms/img, batch 4 ~360 ms/img, so
@@ -44,7 +44,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--raw", action="store_true", help="no postprocessing at all: the model's own alpha")
     r = p.add_argument_group("runtime")
     r.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
-                   help=f"{', '.join(f'{n}: {get_spec(n).hint}' for n in model_names())} (default {DEFAULT_MODEL})")
+                   help=f"{model_choices()}; default {DEFAULT_MODEL}")
     r.add_argument("--device", default=os.environ.get("CUTOUT_DEVICE", "auto"), help=f"{'|'.join(DEVICES)}|cuda:N")
     r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
                    help="auto: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16, else fp32")

@@ -87,6 +87,11 @@ def model_names() -> list[str]:
     return list(_MODELS)
 
 
+def model_choices() -> str:
+    """The models as a person chooses among them: "u2net (best quality), u2netp (fastest)"."""
+    return ", ".join(f"{name} ({spec.hint})" for name, spec in _MODELS.items())
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]

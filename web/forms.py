@@ -3,7 +3,7 @@
 from dataclasses import fields, replace
 
 from matting_core.options import Options, resolve_options
-from matting_core.registry import get_spec, model_names
+from matting_core.registry import model_choices, model_names
 from web.errors import ApiError
 
 _TRUE, _FALSE = {"true", "1", "on", "yes"}, {"false", "0", "off", "no"}
@@ -51,10 +51,6 @@ def parse(values, base: dict | None = None) -> Options:
         return replace(options, bg_color=None) if transparent else options
     except (ValueError, TypeError) as err:
         raise ApiError(400, "invalid_option", str(err)) from None
-
-
-def model_choices() -> str:
-    return ", ".join(f"{name} ({get_spec(name).hint})" for name in model_names())
 
 
 def model(values, default: str) -> str:

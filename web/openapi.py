@@ -2,7 +2,7 @@
 
 from flask import Blueprint, jsonify
 
-from matting_core.registry import get_spec, model_names
+from matting_core.registry import model_choices, model_names
 from web.auth import api_user_required
 from web.extensions import services
 from web.forms import FIELDS
@@ -46,9 +46,8 @@ _BINARY = {"type": "string", "format": "binary"}
 _IMAGE = {"description": "the cutout", "content": {f"image/{t}": {"schema": _BINARY} for t in ("png", "jpeg", "webp")}}
 
 def model_schema(default: str) -> dict:
-    hints = ", ".join(f"{name}: {get_spec(name).hint}" for name in model_names())
     return {"type": "string", "enum": model_names(), "default": default,
-            "description": f"the model to run ({hints}); a retry or a recompose keeps the job's"}
+            "description": f"the model to run: {model_choices()}; a retry or a recompose keeps the job's"}
 
 
 def document(default_model: str) -> dict:
