@@ -3,17 +3,29 @@
 A request that authenticates with its session cookie and changes something must
 carry the CSRF token too (a form field or the X-CSRFToken header); one that
 brings its own key cannot be forged by another site, so it needs none.
+
+A session counts only while its id is live in Redis (web/users.py) and younger
+than CUTOUT_SESSION_HOURS: logout ends that session, so a copy of the cookie
+stops working with it; a new password or API key ends all of the user's.
+Logout ends only the session it is sent from: signing out of a shared computer
+should not sign the person out of their own; ending them all is what a new
+password or key is for.
 """
 
 import functools
+import time
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import validate_csrf
 from wtforms.validators import ValidationError
 
 from web.errors import ApiError
 from web.extensions import services
+from web.login_throttle import LoginThrottle
+
+_AUTH_FIELDS = ("user", "sid", "iat")  # what login puts in the signed cookie
 
 bp = Blueprint("auth", __name__)
 
@@ -32,9 +44,24 @@ def load_user() -> None:
     if key:
         g.user, g.by_key = services().users.user_for_key(key), True
         return
-    name = session.get("user")
-    if name and services().users.exists(name):
-        g.user = name
+    g.user = _session_user()
+
+
+def _session_user() -> str | None:
+    name, sid, issued = (session.get(field) for field in _AUTH_FIELDS)
+    if name is None:
+        return None
+    lifetime_s = current_app.config["SESSION_HOURS"] * 3600
+    # iat too, not only the stored end: a shorter CUTOUT_SESSION_HOURS applies to sessions already issued.
+    if isinstance(issued, (int, float)) and time.time() < issued + lifetime_s \
+            and services().users.session_is_live(name, sid):
+        return name
+    # Signed out, ended by a new password or key, or too old. Only the sign-in is dropped: the
+    # CSRF token stays, so a form already on screen (sign in again, log out) still posts.
+    for field in _AUTH_FIELDS:
+        session.pop(field, None)
+    g.session_ended = True
+    return None
 
 
 def api_user_required(view):
@@ -42,9 +69,13 @@ def api_user_required(view):
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         if g.user is None:
-            message = ("the API key is not valid (revoked or mistyped); ask for a new one"
-                       if api_key_from_request() else
-                       "sign in, or send an API key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'")
+            if api_key_from_request():
+                message = "the API key is not valid (revoked or mistyped); ask for a new one"
+            elif g.get("session_ended"):
+                message = ("this session has ended (signed out, a new password or key, or older than "
+                           "CUTOUT_SESSION_HOURS); sign in again, or send an API key")
+            else:
+                message = "sign in, or send an API key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'"
             raise ApiError(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="cutout"'})
         if not g.by_key and request.method not in ("GET", "HEAD", "OPTIONS"):
             try:
@@ -59,6 +90,8 @@ def login_required(view):
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         if g.user is None:
+            if g.get("session_ended"):
+                flash("Your session has ended; sign in again.")
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
     return wrapped
@@ -72,13 +105,46 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def client_address() -> str:
+    """The caller's address; behind CUTOUT_TRUSTED_PROXY_HOPS proxies, the one they saw."""
+    hops = current_app.config["TRUSTED_PROXY_HOPS"]
+    if hops > 0:
+        # Each proxy appends the address it was reached from: the hops-th from the right is
+        # the last one no client could have written.
+        forwarded = [a.strip() for a in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
+        if len(forwarded) >= hops and forwarded[-hops]:
+            return forwarded[-hops]
+    return request.remote_addr or "unknown"
+
+
+def _throttle() -> LoginThrottle:
+    return current_app.extensions["cutout-login-throttle"]
+
+
+def _too_many_tries(name: str, wait_s: int):
+    at = (datetime.now(UTC) + timedelta(seconds=wait_s)).strftime("%H:%M:%S UTC")
+    flash(f"Too many failed sign-ins for this account or from this address. Try again in {wait_s} s "
+          f"(at {at}); each further failure doubles the wait, up to 15 minutes.")
+    return render_template("login.html", username=name), 429, {"Retry-After": str(wait_s)}
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if request.method == "POST":
         name, password = request.form.get("username", ""), request.form.get("password", "")
-        if services().users.check_password(name, password):
+        address = client_address()
+        # Before the password is looked at: a throttled try costs no scrypt.
+        wait_s = _throttle().attempt(name, address)
+        if wait_s:
+            return _too_many_tries(name, wait_s)
+        users = services().users
+        if users.check_password(name, password):
+            _throttle().succeeded(name, address)
+            if g.user:  # signing in again over a live session: the old one ends, not only its cookie
+                users.end_session(g.user, session["sid"])
             session.clear()  # a fresh session on login (no fixation)
-            session["user"] = name
+            lifetime_s = current_app.config["SESSION_HOURS"] * 3600
+            session.update(user=name, sid=users.start_session(name, lifetime_s), iat=time.time())
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
         flash("That user name and password do not match.")
@@ -88,6 +154,9 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    name, sid = session.get("user"), session.get("sid")
+    if isinstance(name, str) and isinstance(sid, str):
+        services().users.end_session(name, sid)  # this cookie, and every copy of it, ends here
     session.clear()
     return redirect(url_for("auth.login"))
 
@@ -95,4 +164,6 @@ def logout():
 def init_app(app) -> None:
     app.before_request(load_user)
     app.register_blueprint(bp)
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 14 * 24 * 3600)
+    app.extensions["cutout-login-throttle"] = LoginThrottle(
+        app.extensions["cutout"].users.r, account_cap=app.config["LOGIN_FAILURES"],
+        address_cap=app.config["LOGIN_FAILURES_PER_IP"], first_wait_s=app.config["LOGIN_WAIT_S"])

@@ -52,5 +52,17 @@ def from_env(env: dict | None = None) -> dict:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
+        # Sessions end this long after sign-in whatever happens meanwhile (web/auth.py checks it);
+        # the cookie's own expiry says the same and is not renewed by each request.
+        "SESSION_HOURS": float(get("SESSION_HOURS", 12)),
+        "PERMANENT_SESSION_LIFETIME": max(1, round(float(get("SESSION_HOURS", 12)) * 3600)),
+        "SESSION_REFRESH_EACH_REQUEST": False,
+        # Login throttle (web/login_throttle.py): failures before each try waits, per account and
+        # per address, and the first wait, which doubles with each further failure up to 15 minutes.
+        "LOGIN_FAILURES": int(get("LOGIN_FAILURES", 5)),
+        "LOGIN_FAILURES_PER_IP": int(get("LOGIN_FAILURES_PER_IP", 50)),
+        "LOGIN_WAIT_S": float(get("LOGIN_WAIT_S", 30)),
+        # Proxies in front whose X-Forwarded-For is believed (the ingress: 1); 0 = the socket's address.
+        "TRUSTED_PROXY_HOPS": int(get("TRUSTED_PROXY_HOPS", 0)),
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
     }

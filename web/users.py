@@ -1,12 +1,17 @@
-"""Accounts in Redis: a scrypt-hashed password and one API key per user, stored only as its hash.
+"""Accounts in Redis: a scrypt-hashed password, one API key and the portal sessions of each user.
 
 API keys are 256 random bits, so a single SHA-256 is enough to keep them useless if
 the database leaks (no dictionary to run through a slow hash); passwords are chosen
 by people and get scrypt.
+
+A portal session is a random id in the signed cookie and its hash here, in a sorted set per
+user scored by when it ends: logout removes that one id (so a copy of the cookie dies with
+it), a new password or a new API key removes them all, and the score is the absolute lifetime.
 """
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -19,6 +24,11 @@ _USERS = "cutout:users"  # hash: name -> password hash
 _KEYS = "cutout:apikeys"  # hash: sha256(key) -> name
 _KEY_OF = "cutout:apikey-of"  # hash: name -> sha256(key), to revoke the old key
 _CREATED = "cutout:user-created"  # hash: name -> unix time
+_SESSIONS = "cutout:sessions:{}"  # sorted set per user: sha256(session id) -> when it ends (unix time)
+# Enough for every browser a person signs in from within a session's lifetime; past it the
+# oldest end, so a script logging in in a loop cannot grow the set without bound.
+_MAX_SESSIONS = 100
+_MIN_PASSWORD = 8
 # Checked against when the name is unknown, so a login takes as long either way.
 _DUMMY_HASH = generate_password_hash("not a password")
 
@@ -89,5 +99,47 @@ class UserStore:
             pipe.hdel(_KEYS, old)
         pipe.hset(_KEYS, _digest(key), name)
         pipe.hset(_KEY_OF, name, _digest(key))
+        # A key is revoked when the account may be in the wrong hands: its portal sessions end too.
+        pipe.delete(_SESSIONS.format(name))
         pipe.execute()
         return key
+
+    def set_password(self, name: str, password: str | None = None) -> str:
+        """Give the user a new password (returned; made up when none is given) and end every session."""
+        if not self.exists(name):
+            raise UserError(f"no user named {name!r}; `cutout users list` shows who exists")
+        password = password or secrets.token_urlsafe(12)
+        if len(password) < _MIN_PASSWORD:
+            raise UserError(f"a password needs at least {_MIN_PASSWORD} characters; "
+                            "use a longer one or let `cutout users passwd NAME --generate` make one")
+        pipe = self.r.pipeline()  # MULTI: no request sees the new password with the old sessions
+        pipe.hset(_USERS, name, generate_password_hash(password))
+        pipe.delete(_SESSIONS.format(name))
+        pipe.execute()
+        return password
+
+    # --- portal sessions ---------------------------------------------------------------------------
+
+    def start_session(self, name: str, lifetime_s: float) -> str:
+        """A new session id for the user's cookie, valid for lifetime_s unless ended sooner."""
+        sid, now = secrets.token_urlsafe(16), time.time()
+        key = _SESSIONS.format(name)
+        pipe = self.r.pipeline()
+        pipe.zremrangebyscore(key, "-inf", now)  # the ended ones, so the set holds live sessions only
+        pipe.zadd(key, {_digest(sid): now + lifetime_s})
+        pipe.zremrangebyrank(key, 0, -_MAX_SESSIONS - 1)
+        pipe.expire(key, max(1, math.ceil(lifetime_s)))  # the newest session ends last
+        pipe.execute()
+        return sid
+
+    def session_is_live(self, name: str, sid: str) -> bool:
+        if not isinstance(name, str) or not isinstance(sid, str):
+            return False
+        ends = self.r.zscore(_SESSIONS.format(name), _digest(sid))
+        return ends is not None and ends > time.time()
+
+    def end_session(self, name: str, sid: str) -> None:
+        self.r.zrem(_SESSIONS.format(name), _digest(sid))
+
+    def end_sessions(self, name: str) -> None:
+        self.r.delete(_SESSIONS.format(name))
