@@ -25,6 +25,16 @@ QUEUES = ("gpu", "cpu")  # the work queues, each scaled on its length
 # however many images it has; cpu workers take it from here, ahead of their backlog of images.
 CONTROL = "control"
 WORKER_QUEUES = {"gpu": "gpu", "cpu": f"cpu,{CONTROL}"}  # what each kind of worker consumes (-Q)
+# Message priorities on Redis: kombu keeps one list per step, `queue` for 0 and `queue<SEP><step>` for
+# the others, and a worker's BRPOP names them 0 first, so 0 is taken first. These are kombu's own
+# defaults, spelled out because tasks/metrics.py and k8s/components/keda count the same lists.
+PRIORITY_STEPS = (0, 3, 6, 9)
+SEP = "\x06\x16"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists that hold `queue`'s waiting messages, top priority first."""
+    return [queue if step == 0 else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
@@ -56,7 +66,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_time_limit=settings.time_limit,
         # Redis redelivers unacked messages after the visibility timeout; it must outlast
         # the hard time limit, and Celery reads it in these three places.
-        broker_transport_options=vt,
+        broker_transport_options={**vt, "priority_steps": list(PRIORITY_STEPS), "sep": SEP},
         result_backend_transport_options=vt,
         visibility_timeout=settings.visibility_timeout,
         # Results (small dicts) live as long as the jobs they belong to.
@@ -80,6 +90,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
             # A job whose messages were lost (a dead worker past its retries, a broker that lost
             # data) would otherwise stay `running` forever; this fails it with a reason.
             "fail-stalled-jobs": {"task": "cutout.watchdog", "schedule": 60.0},
+            # Objects that tasks in flight wrote after their job was deleted: gone within a minute.
+            "purge-deleted-jobs": {"task": "cutout.purge", "schedule": 20.0},
         },
     )
     app.conf.cutout = settings
@@ -93,7 +105,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
     return app
 
 
-app = configure(Celery("cutout", include=["tasks.work"]), Settings.from_env())
+app = configure(Celery("cutout", include=["tasks.work", "tasks.upkeep"]), Settings.from_env())
 
 
 @worker_init.connect
@@ -140,14 +152,16 @@ def _queue_wait(task, **_):
 
 @worker_init.connect
 def _serve_metrics(**_):
-    """The worker's /metrics (its pool children's samples merged), on CUTOUT_METRICS_PORT if set."""
+    """The worker's /metrics (its pool children's samples merged), on CUTOUT_METRICS_PORT if set,
+    at CUTOUT_METRICS_ADDR (loopback unless a container's scraper needs the pod's address)."""
     port = os.environ.get("CUTOUT_METRICS_PORT")
     if port:
         from prometheus_client import start_http_server
 
         from tasks import metrics
 
-        start_http_server(int(port), registry=metrics.registry(app.conf.cutout.broker_url))
+        settings: Settings = app.conf.cutout
+        start_http_server(int(port), addr=settings.metrics_addr, registry=metrics.registry(settings.broker_url))
 
 
 @worker_init.connect

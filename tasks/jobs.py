@@ -46,6 +46,10 @@ _SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
              "return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
+# Deleted jobs, scored by when: the purge (cutout.purge) deletes their objects once more after the tasks
+# still in flight at the DELETE had time to write; each job also leaves a tombstone key (_tombstone)
+# that tasks read after a write, so what they wrote after the DELETE is removed at once.
+_DELETED = "cutout:jobs:deleted"
 # Jobs recorded before a job named its model all ran this one (the only model the service had).
 LEGACY_MODEL = "u2netp"
 
@@ -71,6 +75,10 @@ class JobStore:
 
     def _k(self, job: str, part: str = "") -> str:
         return f"cutout:job:{job}" + (f":{part}" if part else "")
+
+    @staticmethod
+    def _tombstone(job: str) -> str:
+        return f"cutout:deleted:{job}"
 
     def create(self, job: str, owner: str, names: list[str], options: dict,
                rejected: dict[int, str] | None = None, model: str = DEFAULT_MODEL) -> None:
@@ -177,15 +185,20 @@ class JobStore:
     def stalled(self, now: float, stall_s: float) -> list[str]:
         """Queued or running jobs without progress for `stall_s`.
 
-        A `queued` job may just be waiting its turn behind other jobs: it counts as stalled
+        A launched `queued` job may just be waiting its turn behind other jobs: it counts as stalled
         only when no job at all has progressed for `stall_s` (the workers or the broker are gone).
+        One never launched (its launch message lost) is stalled on its own clock, like a running one.
         """
         cutoff = now - stall_s
         candidates = self.r.zrangebyscore(_ACTIVE, 0, cutoff)
         if not candidates:
             return []
         service_idle = float(self.r.get(_PROGRESS) or 0) <= cutoff
-        return [job for job in candidates if service_idle or self.status(job) != "queued"]
+        pipe = self.r.pipeline(transaction=False)
+        for job in candidates:
+            pipe.hmget(self._k(job), "status", "launched")
+        return [job for job, (status, launched) in zip(candidates, pipe.execute(), strict=True)
+                if service_idle or status != "queued" or not launched]
 
     def fail_if_stalled(self, job: str, cutoff: float, reason: str) -> bool:
         """Mark `job` failed with `reason` unless it finished or progressed after `cutoff` meanwhile."""
@@ -231,6 +244,36 @@ class JobStore:
         pipe.zrem(_ACTIVE, job)
         if owner:
             pipe.zrem(f"cutout:jobs:{owner}", job)
+        # Kept as long as a record would be: a task redelivered hours later still finds it.
+        pipe.set(self._tombstone(job), time.time(), ex=int(self.retention_s))
+        pipe.zadd(_DELETED, {job: time.time()})
+        pipe.execute()
+
+    def deleted(self, job: str) -> bool:
+        """Whether the job was deleted (by its owner or the sweep) within the retention period."""
+        return bool(self.r.exists(self._tombstone(job)))
+
+    def deleted_before(self, cutoff: float) -> list[str]:
+        """Deleted jobs whose objects the purge has yet to delete again, deleted before `cutoff`."""
+        return self.r.zrangebyscore(_DELETED, 0, cutoff)
+
+    def purged(self, jobs: list[str]) -> None:
+        if jobs:
+            self.r.zrem(_DELETED, *jobs)
+
+    def live_jobs(self, owner: str) -> int:
+        """How many of the owner's jobs are queued or running (what fan-out ranks their images by)."""
+        return sum(s in ("queued", "running") for s in self.statuses(self.jobs_of(owner, limit=1000)))
+
+    def launched(self, job: str, when: float | None = None) -> None:
+        """The job's launch message ran (its chord is in the queues): from now on a `queued` job is
+        waiting its turn, not lost. `when=None` clears the mark before a new launch (retry, recompose)."""
+        if when is None:
+            self.r.hdel(self._k(job), "launched")
+            return
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job), "launched", when)
+        self._progressed(pipe, job, when)
         pipe.execute()
 
     def count_attempt(self, task_id: str, ttl_s: int) -> int:

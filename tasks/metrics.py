@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from tasks.app import queue_lists
+
 STAGES = ("decode", "infer", "refine", "compose", "encode", "store", "package")
 # Seconds: a stage of one 1080p image is 5-500 ms on a CPU; packaging a big batch takes minutes.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -53,17 +55,23 @@ def observe_queue_wait(queue: str, sent_at: float | None) -> None:
 
 
 class QueueLengths:
-    """cutout_queue_length{queue}: the broker's list length, read when scraped (what KEDA scales on)."""
+    """cutout_queue_length{queue}: the messages waiting in the queue, read when scraped (what the HPA
+    scales on): the sum over its priority lists (tasks/app.py queue_lists), not counting the few each
+    worker holds unacked."""
 
     def __init__(self, broker_url: str, queues=("gpu", "cpu")):
         self.client = redis.Redis.from_url(broker_url, socket_timeout=2)
         self.queues = queues
 
     def collect(self):
-        family = GaugeMetricFamily("cutout_queue_length", "Messages waiting in each queue", labels=["queue"])
+        family = GaugeMetricFamily("cutout_queue_length", "Messages waiting in each queue, all priorities",
+                                   labels=["queue"])
         for queue in self.queues:
             try:
-                family.add_metric([queue], self.client.llen(queue))
+                pipe = self.client.pipeline(transaction=False)
+                for name in queue_lists(queue):
+                    pipe.llen(name)
+                family.add_metric([queue], sum(pipe.execute()))
             except redis.RedisError:
                 continue  # a scrape during a Redis outage shows the gap rather than failing
         yield family

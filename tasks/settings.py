@@ -36,6 +36,12 @@ class Settings:
     stall_s: int = 0  # the watchdog fails a job with no progress for this long; 0: derived (stall_timeout)
     models: tuple[str, ...] = ()  # gpu workers: models loaded at start (the rest load on first use)
     default_model: str = DEFAULT_MODEL  # what a request that names no model runs
+    # Workers' /metrics: loopback, like every other port of `cutout serve`; containers scraped on the
+    # pod's address set 0.0.0.0.
+    metrics_addr: str = "127.0.0.1"
+    # The sweep deletes a storage prefix with no job record once its newest object is this old: an
+    # upload still being stored (objects first, then the record) is younger than this.
+    orphan_s: int = 600
 
     def __post_init__(self):
         named = [("CUTOUT_DEFAULT_MODEL", self.default_model)] + [("CUTOUT_MODELS", n) for n in self.models]
@@ -106,4 +112,6 @@ class Settings:
             stall_s=number("STALL_TIMEOUT", 0),
             models=tuple(name.strip().lower() for name in get("MODELS", "").split(",") if name.strip()),
             default_model=get("DEFAULT_MODEL", DEFAULT_MODEL).strip().lower(),
+            metrics_addr=get("METRICS_ADDR", "127.0.0.1"),
+            orphan_s=number("ORPHAN_AGE", 600),
         )

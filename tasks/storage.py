@@ -58,6 +58,9 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> int: ...
+    def delete(self, key: str) -> None: ...
+    def prefixes(self, parent: str) -> Iterator[str]: ...
+    def newest(self, prefix: str) -> float | None: ...
     def url(self, key: str, expires: int = 3600) -> str | None: ...
 
 
@@ -136,6 +139,25 @@ class LocalStorage:
                 with suppress(OSError):  # not empty: it holds another prefix's keys
                     os.rmdir(dirpath)
         return deleted
+
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing one is no error (deleting twice is harmless)."""
+        with suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    def prefixes(self, parent: str) -> Iterator[str]:
+        """The 'directories' right under `parent` (e.g. "jobs/" -> "jobs/<id>/"), as S3 lists them."""
+        base = self._path(parent.rstrip("/"))
+        with suppress(FileNotFoundError):
+            for entry in os.scandir(base):
+                if entry.is_dir(follow_symlinks=False):
+                    yield f"{parent}{entry.name}/"
+
+    def newest(self, prefix: str) -> float | None:
+        """When the newest object under the directory `prefix` was written (epoch s); None if it holds none."""
+        times = [os.stat(os.path.join(d, f)).st_mtime
+                 for d, _dirs, files in os.walk(self._path(prefix.rstrip("/"))) for f in files]
+        return max(times, default=None)
 
     def url(self, key: str, expires: int = 3600) -> str | None:
         self._path(key)
@@ -272,6 +294,22 @@ class S3Storage:
                 raise OSError(f"could not delete {len(errors)} objects under {prefix!r}, e.g. {first}")
             deleted += len(objects)
         return deleted
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)  # S3 answers 204 for a missing key too
+
+    def prefixes(self, parent: str) -> Iterator[str]:
+        # Delimiter: S3 rolls each job's objects up into one CommonPrefix, so listing 10,000 jobs
+        # reads ~10 pages, not every object of every job.
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=parent, Delimiter="/")
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                yield common["Prefix"]
+
+    def newest(self, prefix: str) -> float | None:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        times = [o["LastModified"].timestamp() for page in pages for o in page.get("Contents", [])]
+        return max(times, default=None)
 
     def url(self, key: str, expires: int = 3600) -> str | None:
         params = {"Bucket": self.bucket, "Key": key}

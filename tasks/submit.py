@@ -6,6 +6,12 @@ finish alone, from the stored alpha, for a recompose), body package @ cpu with a
 errback that marks the job failed. So a submit of 10,000 images is one publish, not
 10,000 inside an HTTP request. Tasks are named, not imported, so the web app
 enqueues without importing the model or torch.
+
+Fairness: every image's infer and finish carry a priority from its rank, its position in the
+launch times the owner's live jobs, so the first images of every job (and the whole of a small
+job) go ahead of a big job's tail, and one user's many jobs interleave instead of stacking.
+On Redis, priority 0 is taken first (tasks/app.py PRIORITY_STEPS); launch and package carry
+none, i.e. 0. A retry or a redelivery keeps a message's priority (kombu restores it to its list).
 """
 
 from dataclasses import asdict
@@ -16,11 +22,14 @@ from celery import chain, chord
 from matting_core.options import Options
 from matting_core.registry import DEFAULT_MODEL, get_spec
 from tasks import keys
-from tasks.app import app
+from tasks.app import PRIORITY_STEPS, app
 from tasks.jobs import JobStore, new_job_id
 from tasks.storage import MiB, Storage
 
 _CHUNK = MiB
+# Rank (position in the launch × the owner's live jobs) below each bound -> that step of PRIORITY_STEPS;
+# past the last, the lowest priority. 4 images of every job ahead of all tails; ×8 per step.
+RANK_BOUNDS = (4, 32, 256)
 
 
 def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[str, bytes | BinaryIO]],
@@ -32,7 +41,7 @@ def create_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[
     """
     rejected = rejected or {}
     job = record_job(storage, store, owner, files, options, rejected, model)
-    _launch(job, [i for i in range(len(files)) if i not in rejected], with_infer=True)
+    _launch(store, job, [i for i in range(len(files)) if i not in rejected], with_infer=True)
     return job
 
 
@@ -55,13 +64,17 @@ def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[
 def retry_job(storage: Storage, store: JobStore, job: str) -> list[int]:
     """Re-run every item that failed or never finished, then package again.
 
-    Items whose upload was refused (never stored) stay failed: running them again cannot help.
+    Items whose upload was refused (never stored), or failed to decode (deleted then), stay failed:
+    running them again cannot help. A done job with nothing to re-run is left as it is (no re-package,
+    so its zip stays downloadable); a failed one is packaged again.
     """
     todo = [i for i, item in store.items(job).items()
             if item["state"] != "done" and storage.exists(keys.input_key(job, i))]
+    if not todo and store.status(job) == "done":
+        return todo
     store.requeue(job, todo)
     store.set_status(job, "queued", error="")
-    _launch(job, todo, with_infer=True)
+    _launch(store, job, todo, with_infer=True)
     return todo
 
 
@@ -74,25 +87,38 @@ def recompose(storage: Storage, store: JobStore, job: str, options: Options) -> 
     todo = [i for i in store.items(job) if storage.exists(keys.alpha_key(job, i))]
     store.requeue(job, todo)
     store.set_status(job, "queued", error="")
-    _launch(job, todo, with_infer=False)
+    _launch(store, job, todo, with_infer=False)
     return todo
 
 
-def _launch(job: str, indices: list[int], with_infer: bool) -> None:
+def _launch(store: JobStore, job: str, indices: list[int], with_infer: bool) -> None:
+    store.launched(job, None)  # until the launch task runs, the watchdog may take it for lost
     app.signature("cutout.launch", (job, indices, with_infer)).apply_async()
 
 
-def fan_out(job: str, indices: list[int], with_infer: bool) -> None:
+def priority(rank: int) -> int:
+    """The message priority (a kombu step; 0 first) of an image at this rank."""
+    for bound, step in zip(RANK_BOUNDS, PRIORITY_STEPS, strict=False):
+        if rank < bound:
+            return step
+    return PRIORITY_STEPS[-1]
+
+
+def fan_out(job: str, indices: list[int], with_infer: bool, live_jobs: int = 1) -> None:
     """The job's chord (run by the launch task). Idempotent enough to redeliver: every task
-    it starts writes keys derived from the job and item, and counts items as sets."""
+    it starts writes keys derived from the job and item, and counts items as sets.
+    `live_jobs`: the owner's queued or running jobs, this one included (see the module's docstring)."""
     task = app.signature
     body = task("cutout.package", (job,), immutable=True).on_error(task("cutout.mark_failed", (job,)))
     if not indices:  # a chord with an empty header never calls its body
         body.apply_async()
         return
+    pri = [priority(n * max(1, live_jobs)) for n in range(len(indices))]
     if with_infer:
-        header = [chain(task("cutout.infer", (job, i), immutable=True), task("cutout.finish", (job, i)))
-                  for i in indices]
+        header = [chain(task("cutout.infer", (job, i), immutable=True).set(priority=p),
+                        task("cutout.finish", (job, i)).set(priority=p))
+                  for i, p in zip(indices, pri, strict=True)]
     else:
-        header = [task("cutout.finish", ({"i": i, "status": "inferred"}, job, i), immutable=True) for i in indices]
+        header = [task("cutout.finish", ({"i": i, "status": "inferred"}, job, i), immutable=True).set(priority=p)
+                  for i, p in zip(indices, pri, strict=True)]
     chord(header)(body)

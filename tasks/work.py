@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from matting_core import decode, encode, pipeline
-from matting_core.errors import CutoutError
+from matting_core.errors import CutoutError, ImageTooLargeError, UnsupportedImageError
 from matting_core.options import Options
 from tasks import keys, metrics
 from tasks.app import app
@@ -26,6 +26,8 @@ _DELETED = {"status": "failed", "error": "the job was deleted"}
 # no worker slot is held meanwhile; each stays under the visibility timeout's 20 s in the
 # tests (the worker holds a countdown task unacked, and Redis would hand it out again).
 RETRY_COUNTDOWNS = (2, 4, 8, 10, 10, 10, 10, 10)
+# An upload that fails to decode (not an image, truncated, too many pixels) never will.
+_UNREADABLE = (UnsupportedImageError, ImageTooLargeError)
 
 
 def _fail(job: str, i: int, reason: str, force: bool = False) -> dict:
@@ -88,6 +90,24 @@ def _countdown(task) -> int:
     return min(RETRY_COUNTDOWNS[task.request.retries], settings().visibility_timeout // 2)
 
 
+def _unreadable(job: str, i: int, err: Exception) -> dict:
+    """The item fails with the reason, and its upload is deleted now rather than kept for the retention
+    period: nobody can use it, and a retry skips an item whose input is gone (tasks/submit.py)."""
+    result = _fail(job, i, str(err))
+    if result["status"] == "failed":  # not a late duplicate of an item that is done
+        storage().delete(keys.input_key(job, i))
+    return result
+
+
+def _kept(job: str) -> bool:
+    """After a write: False, with the job's objects deleted again, when the job was deleted while this
+    task ran (the DELETE removed what was stored then, not what this task wrote after it)."""
+    if not jobs().deleted(job):
+        return True
+    storage().delete_prefix(keys.job_prefix(job))
+    return False
+
+
 def _start(task, job: str, i: int, stage: str) -> dict | None:
     """Mark the item as in `stage`; or, where it must not run, the result to return at once:
     the job was deleted, the item already finished (a second delivery), or it kills workers."""
@@ -104,10 +124,15 @@ def infer(self, job: str, i: int) -> dict:
     try:
         data = storage().get(keys.input_key(job, i))
         batcher = batchers().get(model)  # the job's model's own batcher: a batch never mixes models
-        x = pipeline.prepare(data, name, batcher.model.spec, max_pixels=settings().max_pixels, timings=timings)
+        try:
+            x = pipeline.prepare(data, name, batcher.model.spec, max_pixels=settings().max_pixels, timings=timings)
+        except _UNREADABLE as err:
+            return _unreadable(job, i, err)
         with timings.stage("infer"):
             alpha, batch_size = batcher.predict(x, timeout=settings().soft_time_limit)
         storage().put(keys.alpha_key(job, i), encode.encode_mask(alpha))
+        if not _kept(job):
+            return _DELETED | {"i": i}
     except Exception as err:  # noqa: BLE001 - sorted out by _outcome; none fails the chord
         return _outcome(self, job, i, name, "infer", err)
     metrics.infer_duration.labels(model).observe(timings.ms["infer"] / 1000)
@@ -129,10 +154,16 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
     try:
         data = storage().get(keys.input_key(job, i))
         alpha = decode.decode_mask(storage().get(keys.alpha_key(job, i)), item["name"])
-        result = pipeline.finish(data, item["name"], alpha, opts, max_pixels=settings().max_pixels, timings=timings)
+        try:
+            result = pipeline.finish(data, item["name"], alpha, opts, max_pixels=settings().max_pixels,
+                                     timings=timings)
+        except _UNREADABLE as err:  # the alpha map decoded above: the full-size decode of the upload failed
+            return _unreadable(job, i, err)
         key = keys.output_key(job, i, opts.extension)
         with timings.stage("store"):
             storage().put(key, result)
+        if not _kept(job):
+            return _DELETED | {"i": i}
     except Exception as err:  # noqa: BLE001 - sorted out by _outcome; none fails the chord
         return _outcome(self, job, i, item["name"], "finish", err)
     jobs().update_item(job, i, "done", output_key=key, timings=_rounded(timings))
@@ -151,6 +182,8 @@ def package(self, job: str) -> dict:
     start = time.perf_counter()
     try:
         zip_key = _zip_what_is_stored(job)
+        if not _kept(job):
+            return {"zip": None}
     except TRANSIENT_ERRORS as err:
         raise self.retry(exc=err, countdown=_countdown(self)) from err
     metrics.stage_duration.labels("package").observe(time.perf_counter() - start)
@@ -179,11 +212,13 @@ def _zip_what_is_stored(job: str) -> str:
 @app.task(name="cutout.launch")
 def launch(job: str, indices: list[int], with_infer: bool) -> int:
     """Fan out a submitted job's chord (see tasks/submit.py); a job deleted meanwhile is left alone."""
-    if not jobs().exists(job):
+    record = jobs().job(job)
+    if record is None:
         return 0
     from tasks.submit import fan_out
 
-    fan_out(job, indices, with_infer)
+    fan_out(job, indices, with_infer, live_jobs=jobs().live_jobs(record["owner"]))
+    jobs().launched(job, time.time())
     return len(indices)
 
 
@@ -193,35 +228,6 @@ def mark_failed(request, exc, traceback, job: str) -> None:
     log.error("job failed", extra={"job": job, "reason": str(exc)})
     metrics.jobs_total.labels("failed").inc()
     jobs().set_status(job, "failed", error=f"packaging failed: {exc}; retry the job")
-
-
-@app.task(name="cutout.sweep")
-def sweep() -> int:
-    """Delete jobs older than the retention period: their objects, then their records."""
-    cutoff = time.time() - settings().retention_hours * 3600
-    expired = jobs().created_before(cutoff)
-    for job in expired:
-        storage().delete_prefix(keys.job_prefix(job))
-        jobs().delete(job)
-    return len(expired)
-
-
-@app.task(name="cutout.watchdog")
-def watchdog() -> list[str]:
-    """Fail every job that made no progress for the stall timeout, saying why: no job stays `running` forever."""
-    limit, now = settings().stall_timeout, time.time()
-    failed = []
-    for job in jobs().stalled(now, limit):
-        reason = f"no progress for {_duration(limit)} (a worker or the broker was lost); retry the job"
-        if jobs().fail_if_stalled(job, now - limit, reason):
-            log.error("job stalled", extra={"job": job, "reason": reason})
-            metrics.jobs_total.labels("failed").inc()
-            failed.append(job)
-    return failed
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def _rounded(timings: pipeline.Timings) -> dict:

@@ -204,9 +204,12 @@ def _finished(job: str) -> dict:
 @bp.post("/jobs/<job>/retry")
 @api_user_required
 def retry(job):
-    _finished(job)
+    record = _finished(job)
     todo = retry_job(services().storage, services().jobs, job)
-    return jsonify({"job_id": job, "retried": todo, "status_url": url_for("api.status", job=job)}), 202
+    # A done job with nothing to re-run is left alone (still done, its zip still served): 200, not 202.
+    started = bool(todo) or record["status"] != "done"
+    return jsonify({"job_id": job, "retried": todo, "status_url": url_for("api.status", job=job)}), \
+        202 if started else 200
 
 
 @bp.post("/jobs/<job>/recompose")
