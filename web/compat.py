@@ -71,6 +71,8 @@ def _removebg_image() -> tuple[str, bytes]:
             name, data = fetch.fetch_image(url, max_bytes=current_app.config["FETCH_MAX_BYTES"],
                                            timeout=current_app.config["FETCH_TIMEOUT"],
                                            allow=current_app.config.get("FETCH_ALLOW", ()))
+        except fetch.InvalidURL as err:  # malformed: the client's URL to fix, not the server's fault
+            raise ApiError(400, "invalid_image_url", str(err)) from None
         except fetch.FetchError as err:
             raise ApiError(400, "image_url_refused", str(err)) from None
     else:

@@ -246,6 +246,34 @@ def test_removebg_image_url_to_loopback_is_refused_without_allow(client, alice, 
     assert photo_server.requests == []
 
 
+@pytest.mark.parametrize("url", ["http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "http://[64:ff9b:1::7f00:1]/x.jpg",
+                                 "http://[2002:7f00:1::]/x.jpg", "http://[::7f00:1]/x.jpg",
+                                 "http://[::ffff:0:7f00:1]/x.jpg"],
+                         ids=["nat64", "local-use nat64", "6to4", "ipv4-compatible", "siit"])
+def test_removebg_image_url_with_internal_ipv4_inside_ipv6_is_400(client, alice, url):
+    response = removebg(client, alice, image_url=url)
+    assert response.status_code == 400
+    error = removebg_error(response)
+    assert error["code"] == "image_url_refused" and "which carries " in error["detail"]
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://example.com:99999/x.jpg", "Port out of range"),
+    ("http://example.com:abc/x.jpg", "Port could not be cast"),
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://exa\r\nmple.com/x.jpg", "control or space character"),
+    ("http://" + "a" * 300 + ".example.com/x.jpg", "not a valid host name"),
+    ("http:///x.jpg", "has no host"),
+    ("gopher://example.com/x", "must be an http:// or https:// URL"),
+], ids=["port too large", "port not a number", "unclosed bracket", "CR LF", "300-char label", "empty host",
+        "scheme"])
+def test_removebg_malformed_image_url_is_400_naming_the_problem(client, alice, url, says):
+    response = removebg(client, alice, image_url=url)
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    error = removebg_error(response)
+    assert error["code"] == "invalid_image_url" and says in error["detail"]
+
+
 # --- /v1.0/removebg: requests refused before any work ---------------------------------------------
 
 

@@ -4,12 +4,13 @@ Loopback is itself refused, so a fetch that should succeed names its test server
 `allow`; every refusal test checks the server it pointed at never saw a request.
 """
 
+import ipaddress
 import time
 
 import pytest
 
 from tests.web.loopback import LoopbackServer, body, redirect, send
-from web.fetch import MAX_REDIRECTS, FetchError, fetch_image
+from web.fetch import MAX_REDIRECTS, FetchError, InvalidURL, _public, fetch_image
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8  # the bytes only travel; nobody decodes them
 TIMEOUT = 0.5  # s; the slow servers below take several times longer than this
@@ -152,6 +153,70 @@ def test_private_and_reserved_addresses_are_refused_naming_the_address(url, addr
     assert time.monotonic() - started < 1
 
 
+# IPv4 inside IPv6: on a network that translates or tunnels these (NAT64/DNS64, SIIT, 6to4 relays,
+# Teredo, ISATAP) a connection to the outer address reaches the inner one.
+WRAPPED_URLS = {  # the URL, and the IPv4 address the refusal names as carried inside
+    "nat64 of cloud metadata": ("http://[64:ff9b::a9fe:a9fe]:{port}/latest/meta-data/", "169.254.169.254"),
+    "nat64 of loopback": ("http://[64:ff9b::7f00:1]:{port}/x.jpg", "127.0.0.1"),
+    "local-use nat64 of loopback": ("http://[64:ff9b:1::7f00:1]:{port}/x.jpg", "127.0.0.1"),
+    "local-use nat64 of a public address": ("http://[64:ff9b:1::808:808]:{port}/x.jpg", "8.8.8.8"),
+    "6to4 of loopback": ("http://[2002:7f00:1::]:{port}/x.jpg", "127.0.0.1"),
+    "6to4 of a private address": ("http://[2002:a00:1::1]:{port}/x.jpg", "10.0.0.1"),
+    "ipv4-compatible loopback": ("http://[::7f00:1]:{port}/x.jpg", "127.0.0.1"),
+    "ipv4-compatible private": ("http://[::a00:1]:{port}/x.jpg", "10.0.0.1"),
+    "siit-translated loopback": ("http://[::ffff:0:7f00:1]:{port}/x.jpg", "127.0.0.1"),
+    "teredo with a loopback client": ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/x.jpg", "127.0.0.1"),
+    "isatap of a private address": ("http://[2a00:1450::5efe:a00:1]:{port}/x.jpg", "10.0.0.1"),
+}
+
+
+@pytest.mark.parametrize(("template", "inner"), WRAPPED_URLS.values(), ids=WRAPPED_URLS.keys())
+def test_ipv4_wrapped_in_ipv6_is_refused_before_connecting_naming_the_inner_address(server, template, inner):
+    server.routes["/x.jpg"] = body(JPEG)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as refused:
+        fetch(template.format(port=server.port), timeout=5)
+    assert "resolves to " in str(refused.value) and "which carries " in str(refused.value)
+    assert inner in str(refused.value).split("which carries ", 1)[1].split(")")[0]
+    assert "upload the file instead" in str(refused.value)
+    assert server.requests == [] and time.monotonic() - started < 1
+
+
+def test_the_ipv4_mapped_hex_form_of_loopback_is_refused(server):
+    with pytest.raises(FetchError, match="resolves to ::ffff:127.0.0.1,"):
+        fetch(f"http://[::ffff:7f00:1]:{server.port}/x.jpg")
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("64:ff9b::808:808", True),  # DNS64 of 8.8.8.8: how an IPv6-only network reaches an IPv4 image host
+    ("::ffff:0:808:808", True),
+    ("::ffff:8.8.8.8", True),
+    ("2a00:1450::200:5efe:808:808", True),
+    ("2a00:1450:4001:82a::200e", True),  # plain global IPv6
+    ("2002:808:808::1", False),  # 6to4 and Teredo are never globally reachable themselves (IANA)
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", False),
+    ("64:ff9b:1::808:808", False),  # local-use NAT64 prefix
+    ("64:ff9b::e000:1", False),  # NAT64 of multicast 224.0.0.1
+    ("::", False),
+    ("::1", False),
+])
+def test_the_guard_decides_wrapped_addresses_by_both_the_outer_and_the_inner_address(address, public):
+    assert _public(ipaddress.ip_address(address)) is public
+
+
+def test_the_ipv4_mapped_form_reaches_the_loopback_server_when_allowed(server):
+    # The refusals above are not for want of a route: a mapped address really connects to IPv4 loopback.
+    server.routes["/x.jpg"] = body(JPEG)
+    url = f"http://[::ffff:127.0.0.1]:{server.port}/x.jpg"
+    with pytest.raises(FetchError, match="resolves to ::ffff:127.0.0.1,"):
+        fetch(url)
+    assert server.requests == []
+    allowed = (f"::ffff:127.0.0.1:{server.port}",)
+    assert fetch_image(url, max_bytes=10**6, timeout=TIMEOUT, allow=allowed) == ("x.jpg", JPEG)
+    assert len(server.requests) == 1
+
+
 def test_allow_covers_only_its_own_port(server, target):
     with pytest.raises(FetchError, match="127.0.0.1"):
         fetch(target.url("/secret"), server)
@@ -226,6 +291,40 @@ def test_urls_with_credentials_are_refused_before_connecting(server, userinfo):
     with pytest.raises(FetchError, match="user name or password"):
         fetch(f"http://{userinfo}127.0.0.1:{server.port}/x.jpg", server)
     assert server.requests == []
+
+
+MALFORMED_URLS = {
+    "port too large": ("http://example.com:99999/x.jpg", "Port out of range"),
+    "port not a number": ("http://example.com:abc/x.jpg", "Port could not be cast"),
+    "port 0": ("http://example.com:0/x.jpg", "has port 0"),
+    "unclosed ipv6 bracket": ("http://[::1/x.jpg", "Invalid IPv6 URL"),
+    "unclosed ipv6 bracket, no path": ("http://[::1", "Invalid IPv6 URL"),
+    "CR LF in the host": ("http://exa\r\nmple.com/x.jpg", "control or space character '\\r'"),
+    "LF in the path": ("http://example.com/x.jpg\nHost: evil", "control or space character '\\n'"),
+    "tab": ("http://example.com/\tx.jpg", "control or space character '\\t'"),
+    "NUL": ("http://example.com\x00.evil/x.jpg", "control or space character '\\x00'"),
+    "a 300-character label": ("http://" + "a" * 300 + ".example.com/x.jpg", "not a valid host name"),
+    "a 64-character label": ("http://" + "a" * 64 + ".example.com/x.jpg", "not a valid host name"),
+    "an empty label": ("http://a..example.com/x.jpg", "not a valid host name"),
+    "a host over 253 characters": ("http://" + ".".join(["a" * 60] * 5) + "/x.jpg", "over the 253"),
+    "empty host": ("http://:80/x.jpg", "has no host"),
+    "empty host, no port": ("http:///x.jpg", "has no host"),
+    "an over-long URL": ("http://example.com/" + "x" * 3000, "longer than 2048 characters"),
+    "not http": ("file:///etc/passwd", "must be an http:// or https:// URL"),
+}
+
+
+@pytest.mark.parametrize(("url", "says"), MALFORMED_URLS.values(), ids=MALFORMED_URLS.keys())
+def test_a_malformed_url_is_an_invalid_url_naming_the_problem(url, says):
+    with pytest.raises(InvalidURL) as refused:
+        fetch(url, timeout=5)
+    assert says in str(refused.value)
+
+
+def test_a_redirect_to_a_malformed_url_is_refused_naming_the_problem(server):
+    server.routes["/go"] = redirect("http://example.com:99999/x.jpg")
+    with pytest.raises(InvalidURL, match="Port out of range"):
+        fetch(server.url("/go"), server)
 
 
 # --- size, time and status -----------------------------------------------------------------------
