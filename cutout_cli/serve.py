@@ -150,8 +150,7 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
                                       "-n", f"cpu-{ports['PORT']}@%h", "-l", "INFO", "-B",
                                       "-s", str(home / "redis" / "beat-schedule")],
               child_env, log / "worker-cpu.log", queue="cpu"),
-        Child("flower", celery + ["flower", f"--port={ports['FLOWER_PORT']}", "--address=127.0.0.1",
-                                  f"--basic-auth={flower_user}:{flower_password}"],
+        Child("flower", celery + ["flower", f"--port={ports['FLOWER_PORT']}", "--address=127.0.0.1"],
               child_env, log / "flower.log"),
         Child("web", [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--workers", "2",
                       "--bind", f"127.0.0.1:{ports['PORT']}", "web:create_app()"], child_env, log / "web.log"),
@@ -162,11 +161,21 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
             child.env["CUTOUT_METRICS_PORT"] = str(ports["METRICS_PORT"] + n)
         if child.queue == "gpu":  # the model loads (and compiles) before the worker takes images
             child.env["CUTOUT_WARMUP"] = env.get("CUTOUT_WARMUP") or "1"
+        if child.name == "flower":  # from its environment, not argv: a command line is visible to anyone (ps)
+            child.env["FLOWER_BASIC_AUTH"] = _flower_auth(flower_user, flower_password)
     # The model settings (CUTOUT_DEFAULT_MODEL, CUTOUT_MODELS) reach every child with the environment,
     # checked above by Settings.from_env: the web app picks the default, the gpu worker preloads.
     info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
             "flower_password": flower_password, "models": _models_line(settings)}
     return info, children
+
+
+def _flower_auth(user: str, password: str) -> str:
+    # Flower splits FLOWER_BASIC_AUTH at commas (several logins) and each login at its first colon.
+    if "," in user + password or ":" in user:
+        raise SystemExit("cutout serve: CUTOUT_FLOWER_USER may not contain ':' or ',' and CUTOUT_FLOWER_PASSWORD "
+                         "may not contain ','; choose others")
+    return f"{user}:{password}"
 
 
 def _models_line(settings: Settings) -> str:

@@ -7,17 +7,10 @@ import logging
 import time
 
 from flask import Flask, Response, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from tasks import logs, metrics
-from tasks.app import app as celery_app
-from tasks.app import configure
-from tasks.jobs import JobStore
-from tasks.storage import make_storage
-from web import config as web_config
-from web import errors, uploads
-from web.extensions import Services, csrf, limiter
-from web.users import UserStore
+# The rest of the app (Celery, Redis, boto3...) is imported in create_app, not here: gunicorn's
+# master imports this package to read web.gunicorn_conf, and its gevent workers must patch the
+# standard library before those libraries are imported (web/server.py).
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -30,6 +23,18 @@ SECURITY_HEADERS = {
 
 
 def create_app(config: dict | None = None) -> Flask:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from tasks import metrics
+    from tasks.app import app as celery_app
+    from tasks.app import configure
+    from tasks.jobs import JobStore
+    from tasks.storage import make_storage
+    from web import config as web_config
+    from web import errors, uploads
+    from web.extensions import Services, csrf, limiter
+    from web.users import UserStore
+
     app = Flask(__name__)
     app.request_class = uploads.Request  # a large upload's files spool to disk, not memory
     app.config.update(web_config.from_env())
@@ -96,6 +101,8 @@ log = logging.getLogger("cutout.web")
 
 def _setup_logging(app: Flask) -> None:
     """JSON lines on stderr (gunicorn passes them through); the test client keeps pytest's capture."""
+    from tasks import logs
+
     if app.testing or not logs.json_enabled():
         return
     root = logging.getLogger()

@@ -40,6 +40,9 @@ def test_serve_runs_the_portal_flower_and_a_batch_through_a_killed_worker(served
     auth = base64.b64encode(f"admin:{password}".encode()).decode()
     wait_until(lambda: http(served.url("/", "FLOWER_PORT"), headers={"Authorization": f"Basic {auth}"})[0] == 200,
                30, "Flower did not answer with the right credentials")
+    # Flower reads its login from its environment: no command line shows the password (ps, /proc/*/cmdline).
+    for pid in descendants(served.proc.pid) | {served.proc.pid}:
+        assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
 
     demo = served.demo()
     assert demo["password"] in served.output() and demo["api_key"] in served.output()
