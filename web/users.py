@@ -76,7 +76,9 @@ class UserStore:
 
     def check_password(self, name: str, password: str) -> bool:
         stored = self.r.hget(_USERS, name) if isinstance(name, str) else None
-        ok = check_password_hash(stored or _DUMMY_HASH, password or "")
+        from web.server import off_the_hub  # scrypt in a thread: a gevent worker keeps serving meanwhile
+
+        ok = off_the_hub(check_password_hash, stored or _DUMMY_HASH, password or "")
         return bool(stored) and ok
 
     def user_for_key(self, api_key: str) -> str | None:
