@@ -1,6 +1,7 @@
-"""`cutout users add|list|revoke-key`: accounts for the portal and the API, kept in Redis (CUTOUT_REDIS_URL)."""
+"""`cutout users add|list|revoke-key|passwd`: accounts for the portal and the API, kept in Redis (CUTOUT_REDIS_URL)."""
 
 import argparse
+import getpass
 import json
 import sys
 from datetime import UTC, datetime
@@ -14,9 +15,15 @@ def add_parser(sub) -> None:
     a.add_argument("--json", action="store_true", help='print {"name", "password", "api_key"}')
     ls = users.add_parser("list", help="list users")
     ls.add_argument("--json", action="store_true")
-    r = users.add_parser("revoke-key", help="replace a user's API key; the old one stops working at once")
+    r = users.add_parser("revoke-key", help="replace a user's API key; the old one stops working at once and "
+                                             "every portal session of the user ends")
     r.add_argument("name")
     r.add_argument("--json", action="store_true", help='print {"name", "api_key"}')
+    p = users.add_parser("passwd", help="set a user's password (asked twice at a terminal, else one line "
+                                        "from stdin); ends every portal session of the user")
+    p.add_argument("name")
+    p.add_argument("--generate", action="store_true", help="make up a password and print it (shown once)")
+    p.add_argument("--json", action="store_true", help='with --generate, print {"name", "password"}')
 
 
 def run(args: argparse.Namespace, env: dict | None = None) -> int:
@@ -36,6 +43,8 @@ def run(args: argparse.Namespace, env: dict | None = None) -> int:
         elif args.users_command == "revoke-key":
             key = store.revoke_key(args.name)
             _print(args.json, {"name": args.name, "api_key": key}, f"new api key for {args.name}: {key}")
+        elif args.users_command == "passwd":
+            _passwd(store, args)
         else:
             users = store.list()
             _print(args.json, users, "\n".join(f"{u['name']}\tcreated {_when(u['created'])}" for u in users)
@@ -48,6 +57,28 @@ def run(args: argparse.Namespace, env: dict | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _passwd(store, args: argparse.Namespace) -> None:
+    from web.users import UserError
+
+    if not store.exists(args.name):  # before asking for a password that could not be used
+        raise UserError(f"no user named {args.name!r}; `cutout users list` shows who exists")
+    if args.generate:
+        password = store.set_password(args.name)
+        _print(args.json, {"name": args.name, "password": password},
+               f"new password for {args.name}: {password}\n(shown once; every session of {args.name} has ended)")
+        return
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ; nothing changed")
+    else:  # a script: `printf '%s\n' "$PW" | cutout users passwd NAME`
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UserError("no password given; type one, pipe one line to stdin, or use --generate")
+    store.set_password(args.name, password)
+    _print(args.json, {"name": args.name}, f"password of {args.name} changed; every session of {args.name} has ended")
 
 
 def _print(as_json: bool, value, text: str) -> None:

@@ -22,7 +22,7 @@ from flask_wtf.csrf import validate_csrf
 from wtforms.validators import ValidationError
 
 from web.errors import ApiError
-from web.extensions import services
+from web.extensions import limiter, services
 from web.login_throttle import LoginThrottle
 
 _AUTH_FIELDS = ("user", "sid", "iat")  # what login puts in the signed cookie
@@ -129,6 +129,7 @@ def _too_many_tries(name: str, wait_s: int):
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.exempt  # its own throttle; flask-limiter would overwrite that Retry-After with its window's
 def login():
     if request.method == "POST":
         name, password = request.form.get("username", ""), request.form.get("password", "")

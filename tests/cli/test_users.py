@@ -1,5 +1,6 @@
 """`cutout users`: accounts in a real Redis (database 4, emptied per test)."""
 
+import io
 import json
 
 import pytest
@@ -47,6 +48,79 @@ def test_revoke_key_replaces_the_key(users_url, capsys):
     new = run_json(capsys, "revoke-key", "ivy")["api_key"]
     store = UserStore.from_url(users_url)
     assert new != old and store.user_for_key(new) == "ivy" and store.user_for_key(old) is None
+
+
+def test_revoke_key_ends_every_portal_session(users_url, capsys):
+    run_json(capsys, "add", "ivy")
+    store = UserStore.from_url(users_url)
+    session = store.start_session("ivy", 3600)
+    run_json(capsys, "revoke-key", "ivy")
+    assert not store.session_is_live("ivy", session)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_passwd_generate_prints_a_new_password_that_works_and_ends_sessions(users_url, capsys):
+    old = run_json(capsys, "add", "jo")
+    store = UserStore.from_url(users_url)
+    sessions = [store.start_session("jo", 3600) for _ in range(2)]
+    made = run_json(capsys, "passwd", "jo", "--generate")
+    assert made["name"] == "jo" and made["password"] != old["password"]
+    assert store.check_password("jo", made["password"]) and not store.check_password("jo", old["password"])
+    assert not any(store.session_is_live("jo", s) for s in sessions)
+    assert store.user_for_key(old["api_key"]) == "jo"  # the key is not the password: it stays
+
+
+def test_passwd_in_words_says_it_is_shown_once_and_sessions_ended(users_url, capsys):
+    run_json(capsys, "add", "jo")
+    assert main(["users", "passwd", "jo", "--generate"]) == 0
+    out = capsys.readouterr().out
+    assert "new password for jo:" in out and "shown once" in out and "every session of jo has ended" in out
+
+
+def test_passwd_reads_one_line_from_a_pipe(users_url, capsys, monkeypatch):
+    run_json(capsys, "add", "kim")
+    store = UserStore.from_url(users_url)
+    session = store.start_session("kim", 3600)
+    monkeypatch.setattr("sys.stdin", io.StringIO("piped in password\nnext line\n"))
+    assert main(["users", "passwd", "kim"]) == 0
+    assert store.check_password("kim", "piped in password")
+    assert not store.session_is_live("kim", session)
+    assert "password of kim changed" in capsys.readouterr().out
+
+
+def test_passwd_at_a_terminal_asks_twice(users_url, capsys, monkeypatch):
+    run_json(capsys, "add", "lee")
+    answers = iter(["typed at the terminal", "typed at the terminal"])
+    prompts = []
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or next(answers))
+    assert main(["users", "passwd", "lee"]) == 0
+    assert prompts == ["new password for lee: ", "again: "]
+    assert UserStore.from_url(users_url).check_password("lee", "typed at the terminal")
+
+
+@pytest.mark.parametrize(("typed", "message"), [(["one password", "another one"], "the two passwords differ"),
+                                                (["short", "short"], "at least 8 characters"),
+                                                (["", ""], "no password given")])
+def test_passwd_refuses_and_keeps_the_old_password(users_url, capsys, monkeypatch, typed, message):
+    old = run_json(capsys, "add", "lee")["password"]
+    answers = iter(typed)
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    assert main(["users", "passwd", "lee"]) == 1
+    assert message in capsys.readouterr().err
+    assert UserStore.from_url(users_url).check_password("lee", old)
+
+
+def test_passwd_of_an_unknown_user_fails_before_asking(users_url, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("asked for a password nobody can use"))
+    assert main(["users", "passwd", "nobody"]) == 1
+    assert "no user named 'nobody'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

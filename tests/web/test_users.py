@@ -290,3 +290,87 @@ def test_logout_without_the_csrf_token_keeps_the_session(client, users):
 def test_an_invalid_api_key_wins_over_a_valid_session(client, users):
     log_in(client, "alice", users["alice"]["password"])
     assert client.get("/api/v1/jobs", headers={"X-Api-Key": "ck_wrong"}).status_code == 401
+
+
+# --- sessions and passwords in the store (the HTTP side: test_sessions.py) -------------------------
+
+
+def test_a_session_is_live_until_it_is_ended_and_ending_one_leaves_the_others(store):
+    store.add("alice")
+    laptop, phone = store.start_session("alice", 3600), store.start_session("alice", 3600)
+    assert laptop != phone
+    assert store.session_is_live("alice", laptop) and store.session_is_live("alice", phone)
+    store.end_session("alice", laptop)
+    assert not store.session_is_live("alice", laptop)
+    assert store.session_is_live("alice", phone)
+
+
+@pytest.mark.parametrize(("name", "sid"), [("bob", "alice's"), ("alice", "made-up"), ("alice", None), (None, "x")])
+def test_a_session_id_counts_only_for_the_user_it_was_issued_to(store, name, sid):
+    store.add("alice")
+    store.add("bob")
+    issued = store.start_session("alice", 3600)
+    assert not store.session_is_live(name, issued if sid == "alice's" else sid)
+
+
+def test_a_session_is_not_live_past_its_lifetime_and_the_ended_ones_are_dropped(store):
+    store.add("alice")
+    short = store.start_session("alice", 0.3)
+    time.sleep(0.5)
+    assert not store.session_is_live("alice", short)
+    store.start_session("alice", 3600)
+    assert store.r.zcard("cutout:sessions:alice") == 1  # the ended one went when the next began
+
+
+def test_sessions_per_user_are_capped_oldest_first(store):
+    store.add("alice")
+    first = store.start_session("alice", 3600)
+    for _ in range(100):
+        store.start_session("alice", 3600)
+    assert store.r.zcard("cutout:sessions:alice") == 100
+    assert not store.session_is_live("alice", first)
+
+
+def test_session_ids_are_not_stored_in_clear(store):
+    store.add("alice")
+    sid = store.start_session("alice", 3600)
+    assert not [s for s in redis_strings(store.r) if sid in s]
+
+
+@pytest.mark.parametrize("end", ["set_password", "revoke_key", "end_sessions"])
+def test_a_new_password_a_new_key_or_end_sessions_ends_every_session_of_that_user_only(store, end):
+    store.add("alice")
+    store.add("bob")
+    alices = [store.start_session("alice", 3600) for _ in range(3)]
+    bobs = store.start_session("bob", 3600)
+    getattr(store, end)("alice")
+    assert not any(store.session_is_live("alice", sid) for sid in alices)
+    assert store.session_is_live("bob", bobs)
+
+
+def test_set_password_replaces_the_password(store):
+    old, key = store.add("alice")
+    assert store.set_password("alice", "a brand new one") == "a brand new one"
+    assert store.check_password("alice", "a brand new one")
+    assert not store.check_password("alice", old)
+    assert store.user_for_key(key) == "alice"  # the API key is another credential: it stays
+
+
+def test_set_password_without_one_makes_one_up(store):
+    old, _ = store.add("alice")
+    made = store.set_password("alice")
+    assert len(made) >= 12 and made != old
+    assert store.check_password("alice", made)
+
+
+def test_set_password_refuses_a_short_one_and_keeps_the_old(store):
+    old, _ = store.add("alice")
+    with pytest.raises(UserError, match="at least 8 characters"):
+        store.set_password("alice", "short")
+    assert store.check_password("alice", old)
+
+
+def test_set_password_of_an_unknown_user_says_who_exists(store):
+    with pytest.raises(UserError, match="no user named 'ghost'; `cutout users list`"):
+        store.set_password("ghost", "long enough password")
+    assert not store.exists("ghost")
