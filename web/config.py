@@ -42,7 +42,16 @@ def from_env(env: dict | None = None) -> dict:
         "MAX_CONTENT_LENGTH": int(float(get("MAX_REQUEST_MB", 1024)) * MB),
         # Zip uploads: the sum of what the members claim once inflated (zip bombs).
         "MAX_ARCHIVE_BYTES": int(float(get("MAX_ARCHIVE_MB", 2048)) * MB),
+        # What one request may store in all: its files plus every byte its archives inflate to,
+        # counted as inflated (headers may lie). As much as a request may carry uncompressed.
+        "MAX_INFLATED_BYTES": int(float(get("MAX_INFLATED_MB", 1024)) * MB),
+        # Stored uploads of one user's retained jobs (tasks/quota.py); deleting jobs frees it. 0: no quota.
+        "USER_QUOTA_BYTES": int(float(get("USER_QUOTA_MB", 4096)) * MB),
         "MAX_ACTIVE_JOBS": int(get("MAX_ACTIVE_JOBS", 10)),
+        # Open event streams per user, across web processes (web/streams.py); 429 past it.
+        "MAX_STREAMS_PER_USER": int(get("MAX_STREAMS_PER_USER", 8)),
+        # A stream ends after this long; the browser reconnects with Last-Event-ID and loses nothing.
+        "STREAM_SECONDS": float(get("STREAM_SECONDS", 300)),
         "RATE_LIMIT": get("RATE_LIMIT", "600 per minute"),
         "SUBMIT_RATE_LIMIT": get("SUBMIT_RATE_LIMIT", "60 per minute"),
         # How long the synchronous endpoints (remove, batch-process, removebg) wait for workers.
