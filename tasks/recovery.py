@@ -13,7 +13,8 @@ from kombu import Connection
 
 
 def requeue_unacked(broker_url: str, queue: str) -> int:
-    """Put every taken-but-unacked message of `queue` back at its head; returns how many.
+    """Put every taken-but-unacked message of `queue` back at the head of its own priority list (kombu
+    restores it by its `priority` property: tests/tasks/test_fairness.py), to be taken next; returns how many.
 
     Only for a queue whose every consumer is known to be dead (cutout serve's single
     worker per queue); with live consumers their in-flight tasks would run twice.
@@ -25,6 +26,8 @@ def requeue_unacked(broker_url: str, queue: str) -> int:
         for tag, raw in client.hgetall(channel.unacked_key).items():
             _payload, _exchange, routing_key = json.loads(raw)
             if routing_key == queue:
-                channel.qos.restore_by_tag(tag, client=client, leftmost=True)
+                # Not leftmost: kombu LPUSHes new messages and BRPOPs from the right, so its
+                # "leftmost" is the back of the queue, behind everything published since.
+                channel.qos.restore_by_tag(tag, client=client, leftmost=False)
                 requeued += 1
         return requeued

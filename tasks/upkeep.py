@@ -42,9 +42,9 @@ def _orphans(cutoff: float) -> list[str]:
 
 
 @app.task(name="cutout.purge")
-def purge() -> int:
-    """Delete again the objects of jobs deleted PURGE_AFTER_S ago or more (see _kept); how many jobs."""
-    due = jobs().deleted_before(time.time() - PURGE_AFTER_S)
+def purge(after_s: float = PURGE_AFTER_S) -> int:
+    """Delete again the objects of jobs deleted `after_s` ago or more (see _kept); how many jobs."""
+    due = jobs().deleted_before(time.time() - after_s)
     for job in due:
         storage().delete_prefix(keys.job_prefix(job))
     jobs().purged(due)

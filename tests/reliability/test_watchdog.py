@@ -14,7 +14,7 @@ from tasks.app import app as celery_app
 from tasks.local_cluster import start_redis, stop_redis
 from tasks.settings import Settings
 from tasks.submit import create_job, record_job
-from tasks.work import watchdog
+from tasks.upkeep import watchdog
 from tests.reliability.conftest import point_app_at, small_photos
 
 pytestmark = pytest.mark.integration
@@ -66,10 +66,21 @@ def test_a_running_job_without_progress_is_failed_even_while_others_progress(ser
 def test_a_queued_job_waiting_behind_a_progressing_one_is_left_alone(service):
     storage, store = service
     waiting, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    store.launched(waiting, time.time())  # its images are in the queues, behind others
     stalled_for_a_while()
     store.update_item(busy, 0, "inferring")  # the service is working, on someone else's job
     assert watchdog.apply().get() == []
     assert store.status(waiting) == "queued"
+
+
+def test_a_queued_job_whose_launch_was_lost_is_failed_even_while_others_progress(service):
+    storage, store = service
+    lost, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    stalled_for_a_while()  # no launch task ever ran for `lost`
+    store.update_item(busy, 0, "inferring")
+    assert watchdog.apply().get() == [lost]
+    assert store.job(lost)["error"] == "no progress for 1 s (a worker or the broker was lost); retry the job"
+    assert store.status(busy) == "running"
 
 
 def test_finished_jobs_are_never_touched(service):

@@ -85,3 +85,35 @@ def s3_storage(s3_server, s3_bucket) -> S3Storage:
 def storage(request):
     """Each backend in turn; the S3 server starts only when an s3 case runs."""
     return request.getfixturevalue(f"{request.param}_storage")
+
+
+def point_app_at(settings) -> None:
+    """Configure the Celery app and the per-process resources for `settings` (another Redis or store)."""
+    from tasks import context
+    from tasks.app import app, configure
+
+    configure(app, settings)
+    app._after_fork()  # drop the broker pools and result backend of an earlier configuration
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
+    context.forget()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own (nothing else's messages in its queues) and the env pointing at it."""
+    import os
+
+    from tasks.local_cluster import start_redis, stop_redis
+    from tasks.settings import Settings
+
+    proc, url = start_redis(tmp_path / "redis")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_STORAGE": "local",
+           "CUTOUT_DEVICE": "cpu"}
+    point_app_at(Settings.from_env(env))
+    try:
+        yield env
+    finally:
+        stop_redis(proc)

@@ -104,6 +104,13 @@ def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
     assert "notes.jpg" in items[8]["error"] and "cut-off.jpg" in items[9]["error"]
     with zip_of(cluster, job) as zf:
         assert len(zf.namelist()) == 9
+    # Uploads that did not decode are deleted at once, not kept for the retention period; a retry
+    # has nothing to run then, and leaves the done job as it is, its zip in place.
+    assert [cluster["storage"].exists(keys.input_key(job, i)) for i in (0, 7, 8, 9)] == [True, True, False, False]
+    zipped = cluster["storage"].get(keys.zip_key(job))
+    assert retry_job(cluster["storage"], cluster["jobs"], job) == []
+    assert cluster["jobs"].status(job) == "done" and cluster["storage"].get(keys.zip_key(job)) == zipped
+    assert "notes.jpg" in cluster["jobs"].item(job, 8)["error"]
     # The user replaces the two broken uploads; retry runs those two and re-packages.
     first_output = cluster["storage"].get(items[0]["output_key"])
     for i in (8, 9):

@@ -270,3 +270,34 @@ def test_an_update_after_the_job_was_deleted_leaves_nothing_behind(store):
     store.delete("gone")
     store.update_item("gone", 0, "done")
     assert store.r.keys("cutout:job:gone*") == []
+
+
+def test_a_deleted_job_leaves_a_tombstone_for_the_retention_period_and_awaits_its_purge(store, job):
+    assert not store.deleted(job)
+    store.delete(job)
+    assert store.deleted(job) and not store.exists(job)
+    assert RETENTION_S - 5 <= store.r.ttl(f"cutout:deleted:{job}") <= RETENTION_S
+    assert store.deleted_before(time.time() - 60) == [] and store.deleted_before(time.time()) == [job]
+    store.purged([job])
+    assert store.deleted_before(time.time()) == [] and store.deleted(job)  # the tombstone stays
+
+
+def test_live_jobs_counts_an_owners_queued_and_running_jobs_only(store, job):
+    for name in ("running", "done", "failed"):
+        store.create(name, "alice", ["x.jpg"], {})
+    store.create("bobs", "bob", ["x.jpg"], {})
+    store.update_item("running", 0, "inferring")
+    store.set_status("done", "done")
+    store.set_status("failed", "failed", error="x")
+    assert store.live_jobs("alice") == 2 and store.live_jobs("bob") == 1 and store.live_jobs("carol") == 0
+
+
+def test_a_queued_job_never_launched_is_stalled_even_while_others_progress(store, job):
+    store.create("waiting", "bob", ["x.jpg"], {})
+    store.launched("waiting", time.time())
+    store.create("busy", "carol", ["x.jpg"], {})
+    time.sleep(1.1)
+    store.update_item("busy", 0, "inferring")  # the service is working, on someone else's job
+    assert store.stalled(time.time(), 1) == [job]  # lost; "waiting" was launched, so it waits its turn
+    store.launched("waiting", None)  # a retry clears the mark until its launch runs
+    assert sorted(store.stalled(time.time(), 1)) == sorted([job, "waiting"])
