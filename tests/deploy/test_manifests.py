@@ -5,7 +5,7 @@ import re
 import kubernetes_validate
 import pytest
 
-from tasks.app import QUEUES
+from tasks.app import QUEUES, queue_lists
 from tests.deploy.conftest import (
     K8S,
     KUBERNETES_VERSION,
@@ -130,10 +130,13 @@ def test_keda_scales_each_worker_on_its_own_queue():
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == set(WORKERS)
     for so in scaled.values():
         target = DEPLOYMENTS[so["spec"]["scaleTargetRef"]["name"]]
-        (trigger,) = so["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        assert trigger["metadata"]["listName"] == queue_of(container_argv(target))
-        assert trigger["authenticationRef"]["name"] in auths
+        # One trigger per priority list of the queue, summed by the scaling modifier (the waiting work).
+        triggers = so["spec"]["triggers"]
+        assert [t["metadata"]["listName"] for t in triggers] == queue_lists(queue_of(container_argv(target)))
+        assert all(t["type"] == "redis" and t["authenticationRef"]["name"] in auths for t in triggers)
+        modifier = so["spec"]["advanced"]["scalingModifiers"]
+        assert modifier["formula"] == " + ".join(t["name"] for t in triggers)
+        assert modifier["metricType"] == "AverageValue" and int(modifier["target"]) > 0
         assert "replicas" not in target["spec"], "the autoscaler owns the replica count"
     assert scaled["worker-gpu"]["spec"]["minReplicaCount"] == 0
     assert scaled["worker-cpu"]["spec"]["minReplicaCount"] >= 1
