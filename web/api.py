@@ -20,7 +20,7 @@ from flask import (
 from tasks import keys
 from tasks.storage import KeyNotFound, LocalStorage
 from tasks.submit import create_job, recompose, retry_job
-from web import forms, uploads
+from web import forms, quota, sniff, uploads
 from web.auth import api_user_required
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -54,7 +54,8 @@ def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     model = requested_model()
     check_active_jobs()
     upload = uploads.from_request(fields)
-    job = create_job(services().storage, services().jobs, g.user, upload.files, options, upload.rejected, model)
+    job = quota.store_within(upload.stored, lambda: create_job(services().storage, services().jobs, g.user,
+                                                               upload.files, options, upload.rejected, model))
     return job, len(upload.files)
 
 
@@ -149,16 +150,24 @@ def _typed(event: dict) -> dict:
     return {k: int(v) if k in ("i", "done", "failed", "total") and str(v).isdigit() else v for k, v in event.items()}
 
 
-def _serve(key: str, download_name: str, mimetype: str, as_attachment: bool = False, redirect_ok: bool = False):
+def _serve(key: str, download_name: str, mimetype: str, redirect_ok: bool = False, stream=None):
+    """A stored file as an attachment that no browser renders as a page (web.sniff.SERVED_HEADERS)."""
     storage = services().storage
     if redirect_ok and not isinstance(storage, LocalStorage):
-        return redirect(storage.url(key, expires=600))  # short-lived: a leaked link soon stops working
+        # short-lived: a leaked link soon stops working
+        return redirect(storage.url(key, expires=600)), 302, sniff.SERVED_HEADERS
+    if stream is None:
+        stream = _open(key)
+    response = send_file(stream, mimetype=mimetype, as_attachment=True, download_name=download_name, max_age=0)
+    response.headers.update(sniff.SERVED_HEADERS)
+    return response
+
+
+def _open(key: str):
     try:
-        stream = storage.open(key)
+        return services().storage.open(key)
     except KeyNotFound:
         raise ApiError(404, "not_stored", "that file is not stored (any more); retry the job") from None
-    return send_file(stream, mimetype=mimetype, as_attachment=as_attachment, download_name=download_name,
-                     max_age=0)
 
 
 @bp.get("/jobs/<job>/download")
@@ -167,7 +176,7 @@ def download(job):
     record = own_job(job)
     if record["status"] != "done" or not record.get("zip_key"):
         raise ApiError(409, "not_ready", f"job {job} is {record['status']}; the zip exists once it is done")
-    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", as_attachment=True, redirect_ok=True)
+    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", redirect_ok=True)
 
 
 @bp.get("/jobs/<job>/items/<int:i>")
@@ -180,18 +189,35 @@ def item(job, i):
     record = services().jobs.item(job, i)
     if not record:
         raise ApiError(404, "item_not_found", f"job {job} has no item {i}")
+    # Images stream through the app, even from S3: the portal's preview reads their pixels in a
+    # canvas, which a redirect to the bucket's origin would taint.
+    if variant == "input":
+        return _serve_input(job, i, record)
     if variant == "output":
         if record["state"] != "done":
             raise ApiError(409, "not_ready", f"item {i} is {record['state']}; its output exists once it is done")
-        key = record["output_key"]
-    else:
-        key = keys.input_key(job, i) if variant == "input" else keys.alpha_key(job, i)
-    name = uploads.label(record["name"]).rsplit("!", 1)[-1]
-    mimetype = ("image/png" if variant == "alpha" else
-                mimetypes.guess_type(key if variant == "output" else name)[0] or "application/octet-stream")
-    # Images stream through the app, even from S3: the portal's preview reads their pixels in a
-    # canvas, which a redirect to the bucket's origin would taint.
-    return _serve(key, name, mimetype)
+        ext = record["output_key"].rsplit(".", 1)[-1]  # the format the worker encoded (png, jpg, webp)
+        return _serve(record["output_key"], sniff.download_name(record["name"], ext), sniff.mimetype(ext))
+    return _serve(keys.alpha_key(job, i), sniff.download_name(record["name"], "png", "-alpha"), "image/png")
+
+
+def _serve_input(job: str, i: int, record: dict):
+    """The upload as the image type its bytes show, never as what its name claims; a non-image that
+    failed (or was never stored) is not served at all."""
+    if record.get("rejected"):
+        raise ApiError(404, "not_stored", f"item {i} was refused on upload ({record.get('error')}); nothing is stored")
+    try:
+        stream = services().storage.open(keys.input_key(job, i))
+    except KeyNotFound:  # a failed item's upload is deleted at once (tasks/work.py); others expire with the job
+        reason = f"it failed ({record.get('error')})" if record["state"] == "failed" else "it is gone (expired)"
+        raise ApiError(404, "not_stored", f"item {i}'s upload is not stored: {reason}") from None
+    ext, stream = sniff.sniffed(stream)
+    if ext is None and record["state"] == "failed":
+        stream.close()
+        raise ApiError(404, "not_an_image", f"item {i} ({uploads.label(record['name'])}) is not an image the "
+                                            "service reads, so it is not served back; upload a JPEG, PNG or WebP")
+    name = sniff.download_name(record["name"], ext or "bin")
+    return _serve(keys.input_key(job, i), name, sniff.mimetype(ext) if ext else sniff.OCTET_STREAM, stream=stream)
 
 
 def _finished(job: str) -> dict:

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from PIL import Image
 
 from tasks.submit import create_job
-from web import fetch, forms, uploads
+from web import fetch, forms, quota, uploads
 from web.api import check_active_jobs, requested_model, single_result, submit
 from web.auth import api_user_required
 from web.errors import ApiError
@@ -92,7 +92,8 @@ def removebg():
     model = requested_model()
     name, data = _removebg_image()
     check_active_jobs()
-    job = create_job(services().storage, services().jobs, g.user, [(name, data)], options, model=model)
+    job = quota.store_within(len(data), lambda: create_job(services().storage, services().jobs, g.user,
+                                                           [(name, data)], options, model=model))
     result: Response = single_result(job)
     body = result.get_data()
     with Image.open(io.BytesIO(body)) as im:
