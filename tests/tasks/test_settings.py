@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 
 from matting_core.decode import DEFAULT_MAX_PIXELS
-from tasks.app import configure
+from tasks.app import configure, queue_lists
 from tasks.settings import REDIS, Settings
 
 BROKER = "redis://broker.internal:6379/2"
@@ -31,6 +31,8 @@ EVERY_VARIABLE = {
     "CUTOUT_MAX_ATTEMPTS": "5",
     "CUTOUT_MODELS": "u2net, u2netp",
     "CUTOUT_DEFAULT_MODEL": "u2netp",
+    "CUTOUT_METRICS_ADDR": "0.0.0.0",
+    "CUTOUT_ORPHAN_AGE": "120",
 }
 
 
@@ -43,6 +45,7 @@ def test_defaults_without_any_variable():
     assert (s.batch_size, s.max_wait_ms, s.max_pixels) == (0, 20, DEFAULT_MAX_PIXELS)
     assert (s.retention_hours, s.soft_time_limit, s.time_limit, s.max_attempts) == (24, 300, 360, 3)
     assert (s.models, s.default_model, s.preload) == ((), "u2net", ())
+    assert (s.metrics_addr, s.orphan_s) == ("127.0.0.1", 600)  # loopback, like every port of `cutout serve`
     assert s == Settings()
 
 
@@ -52,7 +55,7 @@ def test_every_variable_is_read():
         home=Path("/srv/cutout"), storage="local", s3_bucket="cutouts", s3_endpoint_url="http://minio:9000",
         s3_region="eu-west-1", retention_hours=1.5, device="cuda:1", precision="bf16", gpu="1", batch_size=16,
         max_wait_ms=35, max_pixels=1_000_000, soft_time_limit=50, time_limit=60, max_attempts=5,
-        models=("u2net", "u2netp"), default_model="u2netp",
+        models=("u2net", "u2netp"), default_model="u2netp", metrics_addr="0.0.0.0", orphan_s=120,
     )
 
 
@@ -168,3 +171,17 @@ def test_sending_a_task_subscribes_to_no_result_channel(redis_url):
     assert isinstance(app.backend, SendOnlyRedisBackend)
     app.backend.on_task_call(None, "some-task-id")
     assert app.backend.result_consumer._pubsub is None or not app.backend.result_consumer.subscribed_to
+
+
+def test_the_broker_keeps_kombus_priority_lists_that_the_queue_length_counts(conf):
+    options = conf.broker_transport_options
+    assert (options["priority_steps"], options["sep"]) == ([0, 3, 6, 9], "\x06\x16")
+    assert queue_lists("gpu") == ["gpu", "gpu\x06\x163", "gpu\x06\x166", "gpu\x06\x169"]
+    assert "priority_steps" not in conf.result_backend_transport_options
+
+
+def test_beat_purges_deleted_jobs_often_enough_for_nothing_to_stay_a_minute(conf):
+    from tasks.upkeep import PURGE_AFTER_S
+
+    entry = conf.beat_schedule["purge-deleted-jobs"]
+    assert entry["task"] == "cutout.purge" and PURGE_AFTER_S + entry["schedule"] <= 40
