@@ -141,7 +141,7 @@ def login():
         users = services().users
         if users.check_password(name, password):
             _throttle().succeeded(name, address)
-            if g.user:  # signing in again over a live session: the old one ends, not only its cookie
+            if g.user and not g.by_key:  # signing in again over a live session: it ends, not only its cookie
                 users.end_session(g.user, session["sid"])
             session.clear()  # a fresh session on login (no fixation)
             lifetime_s = current_app.config["SESSION_HOURS"] * 3600

@@ -131,3 +131,11 @@ def test_the_session_cookie_is_secure_in_production(web_env, monkeypatch, env, s
         assert client.get("https://localhost/api/v1/jobs").status_code == 200
     finally:
         limiter.reset()
+
+
+def test_a_login_post_that_also_carries_an_api_key_signs_in_by_the_form(client, users):
+    token = csrf_token(client)
+    response = client.post("/login", data={"username": "alice", "password": users["alice"]["password"],
+                                           "csrf_token": token}, headers=users["bob"]["headers"])
+    assert response.status_code == 302
+    assert client.get("/api/v1/jobs").status_code == 200
