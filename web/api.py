@@ -7,20 +7,20 @@ import time
 from flask import (
     Blueprint,
     Response,
+    after_this_request,
     current_app,
     g,
     jsonify,
     redirect,
     request,
     send_file,
-    stream_with_context,
     url_for,
 )
 
 from tasks import keys
 from tasks.storage import KeyNotFound, LocalStorage
 from tasks.submit import create_job, recompose, retry_job
-from web import forms, quota, sniff, uploads
+from web import active_jobs, forms, paging, quota, sniff, streams, uploads
 from web.auth import api_user_required
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -40,12 +40,25 @@ def own_job(job: str) -> dict:
 
 
 def check_active_jobs() -> None:
-    cap = current_app.config["MAX_ACTIVE_JOBS"]
+    """Take one of the caller's MAX_ACTIVE_JOBS places (429 if none is free) until the job is recorded.
+
+    Atomic (web/active_jobs.py): simultaneous submits never pass the cap together. The place is
+    given back by release_active_job() once the job is recorded, and in any case when the request ends.
+    """
     store = services().jobs
-    active = sum(status in ACTIVE for status in store.statuses(store.jobs_of(g.user, limit=cap + 50)))
-    if active >= cap:
-        raise ApiError(429, "too_many_jobs", f"you have {active} jobs running (limit {cap}); wait for one to "
-                                             "finish or delete it", {"Retry-After": "30"})
+    slot = active_jobs.JobSlot.acquire(store.r, g.user, current_app.config["MAX_ACTIVE_JOBS"], store._k(""), ACTIVE)
+    g.job_slot = slot
+
+    @after_this_request
+    def _release(response):
+        slot.release()
+        return response
+
+
+def release_active_job() -> None:
+    """The job is recorded (it counts itself now) or the submit failed: its place is no longer held."""
+    if g.get("job_slot"):
+        g.job_slot.release()
 
 
 def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
@@ -56,6 +69,7 @@ def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     upload = uploads.from_request(fields)
     job = quota.store_within(upload.stored, lambda: create_job(services().storage, services().jobs, g.user,
                                                                upload.files, options, upload.rejected, model))
+    release_active_job()
     return job, len(upload.files)
 
 
@@ -65,8 +79,12 @@ def requested_model() -> str:
 
 
 def job_view(record: dict) -> dict:
-    job = record["id"]
-    items = services().jobs.items(job)
+    """The job, with a page of its items (`items_limit`, `items_cursor`; `items_next` links the rest)."""
+    job, store = record["id"], services().jobs
+    count = paging.limit(request.args.get("items_limit"), "items_limit", paging.ITEMS_LIMIT, paging.ITEMS_MAX)
+    indices, next_cursor = paging.items(record["total"], count, request.args.get("items_cursor"))
+    raw = store.r.hmget(store._k(job, "items"), [str(i) for i in indices]) if indices else []
+    items = {i: json.loads(value) for i, value in zip(indices, raw, strict=True) if value}
     view = {
         "job_id": job, "status": record["status"], "total": record["total"], "done": record["done"],
         "failed": record["failed"], "created": record["created"], "model": record["model"],
@@ -74,6 +92,8 @@ def job_view(record: dict) -> dict:
         "events_url": url_for("api.events", job=job),
         "download_url": url_for("api.download", job=job) if record["status"] == "done" else None,
         "items": [_item_view(job, i, item) for i, item in items.items()],
+        "items_next_cursor": next_cursor,
+        "items_next": next_cursor and url_for("api.status", job=job, items_limit=count, items_cursor=next_cursor),
     }
     return view
 
@@ -101,11 +121,16 @@ def create():
 @bp.get("/jobs")
 @api_user_required
 def list_jobs():
+    """The caller's jobs, newest first, a page at a time (`limit`, `cursor`; `next` links the next page)."""
     store = services().jobs
-    records = [r for r in (store.job(job) for job in store.jobs_of(g.user)) if r]
+    count = paging.limit(request.args.get("limit"), "limit", paging.JOBS_LIMIT, paging.JOBS_MAX)
+    ids, next_cursor = paging.jobs(store.r, f"cutout:jobs:{g.user}", count, request.args.get("cursor"))
+    records = [r for r in (store.job(job) for job in ids) if r]
     return jsonify({"jobs": [{k: r[k] for k in ("id", "status", "total", "done", "failed", "created", "model")}
                              | {"job_id": r["id"], "status_url": url_for("api.status", job=r["id"])}
-                             for r in records]})
+                             for r in records],
+                    "next_cursor": next_cursor,
+                    "next": next_cursor and url_for("api.list_jobs", limit=count, cursor=next_cursor)})
 
 
 @bp.get("/jobs/<job>")
@@ -117,24 +142,37 @@ def status(job):
 @bp.get("/jobs/<job>/events")
 @api_user_required
 def events(job):
-    """Server-Sent Events: a snapshot, then one `progress` event per change, until the job ends."""
+    """Server-Sent Events: a snapshot, then one `progress` event per change, until the job ends.
+
+    A stream lasts STREAM_SECONDS at most; the browser then reconnects by itself with the
+    Last-Event-ID it saw and gets every event after it (no snapshot: it already has one).
+    A user holds MAX_STREAMS_PER_USER streams at most (web/streams.py).
+    """
     store = services().jobs
+    resume = streams.position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     # The stream position first, then the record: an event landing in between is then sent,
     # not lost between a stale snapshot and a stream that starts after it.
-    after = request.headers.get("Last-Event-ID") or request.args.get("after") or store.last_event_id(job)
+    after = resume or streams.position(request.args.get("after"), "after") or store.last_event_id(job)
     record = own_job(job)
-    deadline = time.monotonic() + 3600  # a browser reconnects by itself; a stream must not live forever
+    slot = streams.StreamSlot.acquire(store.r, g.user, current_app.config["MAX_STREAMS_PER_USER"])
+    deadline = time.monotonic() + current_app.config["STREAM_SECONDS"]
 
     def stream():
-        snapshot = {k: record[k] for k in ("status", "total", "done", "failed")}
-        yield f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
-        if record["status"] not in ACTIVE:
-            return
+        yield f"retry: {streams.RECONNECT_MS}\n\n"
+        if not resume:
+            snapshot = {k: record[k] for k in ("status", "total", "done", "failed")}
+            # With its position as id: a stream that ends before any progress still resumes from here.
+            yield f"event: snapshot\nid: {after}\ndata: {json.dumps(snapshot)}\n\n"
+            if record["status"] not in ACTIVE:
+                return
         last = after
-        while time.monotonic() < deadline:
-            batch = store.events(job, last, block_ms=10_000)
+        while (left := deadline - time.monotonic()) > 0:
+            slot.renew()
+            batch = store.events(job, last, block_ms=max(1, int(min(left, 10) * 1000)))
             if not batch:
-                yield ": keep-alive\n\n"  # proxies close idle connections
+                if store.status(job) not in ACTIVE:
+                    return  # resumed after the job's last event had been sent: nothing more will come
+                yield ": keep-alive\n\n"  # proxies close idle connections; a vanished client shows here
                 continue
             for last, event in batch:
                 yield f"id: {last}\nevent: progress\ndata: {json.dumps(_typed(event))}\n\n"
@@ -142,7 +180,10 @@ def events(job):
                     return
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+    # No request context inside: the generator uses only what it closed over, so it holds none open.
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
+    response.call_on_close(slot.release)  # however it ends: the job done, the lifetime, the client gone
+    return response
 
 
 def _typed(event: dict) -> dict:

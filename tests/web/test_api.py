@@ -340,3 +340,148 @@ def test_transparent_beats_a_presets_background(client, users):
     r = post_job(client, headers, ("a.jpg", b"x"), preset="id-photo", format="png", bg_color="transparent")
     options = client.get(r.get_json()["status_url"], headers=headers).get_json()["options"]
     assert options["bg_color"] is None and options["alpha_threshold"] == 15
+
+
+# --- event streams: positions, the per-user cap, the lifetime (issue 12) -----------------------------
+
+
+@pytest.mark.parametrize("bad", ["garbage", "1-", "-1", "$", "1-2-3", "0x10", "9" * 30])
+@pytest.mark.parametrize("where", ["after", "Last-Event-ID"])
+def test_a_bad_stream_position_is_400_before_the_stream_starts(client, users, bad, where):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", b"x")).get_json()["job_id"]
+    if where == "after":
+        r = client.get(f"/api/v1/jobs/{job}/events", query_string={"after": bad}, headers=headers)
+    else:
+        r = client.get(f"/api/v1/jobs/{job}/events", headers=headers | {"Last-Event-ID": bad})
+    assert r.status_code == 400 and r.mimetype == "application/json"
+    assert error_of(r)["code"] == "invalid_position" and where in error_of(r)["message"]
+
+
+def open_stream(client, headers, job, **extra):
+    """An event stream whose body is not read yet: it holds its place until closed."""
+    return client.get(f"/api/v1/jobs/{job}/events", headers=headers | extra, buffered=False)
+
+
+def test_event_streams_per_user_are_capped_and_a_closed_one_frees_its_place(app, client, users):
+    app.config["MAX_STREAMS_PER_USER"] = 2
+    alice, bob = users["alice"]["headers"], users["bob"]["headers"]
+    job = post_job(client, alice, ("a.jpg", b"x")).get_json()["job_id"]
+    held = [open_stream(client, alice, job) for _ in range(2)]
+    assert [r.status_code for r in held] == [200, 200]
+    r = client.get(f"/api/v1/jobs/{job}/events", headers=alice)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert "limit 2" in error_of(r)["message"] and "CUTOUT_MAX_STREAMS_PER_USER" in error_of(r)["message"]
+    bobs = post_job(client, bob, ("b.jpg", b"x")).get_json()["job_id"]
+    other = open_stream(client, bob, bobs)
+    assert other.status_code == 200  # per user
+    other.close()
+    held[0].close()
+    again = open_stream(client, alice, job)
+    assert again.status_code == 200
+    for r in (held[1], again):
+        r.close()
+
+
+def test_a_stream_place_whose_web_process_died_lapses(app, client, users):
+    from web.streams import StreamSlot
+
+    app.config["MAX_STREAMS_PER_USER"] = 1
+    alice = users["alice"]["headers"]
+    job = post_job(client, alice, ("a.jpg", b"x")).get_json()["job_id"]
+    r = app.extensions["cutout"].jobs.r
+    orphan = StreamSlot.acquire(r, "alice", 1)  # a stream of a process killed before it could release it
+    assert client.get(f"/api/v1/jobs/{job}/events", headers=alice).status_code == 429
+    r.zadd(orphan.key, {orphan.member: time.time() - 1})  # its heartbeat is not renewed: it lapses
+    stream = open_stream(client, alice, job)
+    assert stream.status_code == 200
+    stream.close()
+
+
+def test_a_stream_ends_at_its_lifetime_and_resumes_from_last_event_id_without_losing_an_event(app, client, users):
+    app.config["STREAM_SECONDS"] = 1
+    headers, store = users["alice"]["headers"], app.extensions["cutout"].jobs
+    job = "f" * 32
+    store.create(job, "alice", ["a.jpg", "b.jpg"], {})  # recorded, never enqueued: only this test moves it
+    started = time.monotonic()
+    first = client.get(f"/api/v1/jobs/{job}/events", headers=headers).get_data(as_text=True)
+    assert time.monotonic() - started < 5 and first.startswith("retry: ")
+    [snapshot] = [block for block in first.split("\n\n") if block.startswith("event: snapshot")]
+    last_id = snapshot.split("id: ", 1)[1].split("\n", 1)[0]
+    # While the browser is away, the job moves on.
+    store.update_item(job, 0, "inferring")
+    store.update_item(job, 1, "failed", error="not an image")
+    resumed = client.get(f"/api/v1/jobs/{job}/events", headers=headers | {"Last-Event-ID": last_id})
+    blocks = [b for b in resumed.get_data(as_text=True).split("\n\n") if "event: progress" in b]
+    events = [json.loads(b.rsplit("data: ", 1)[1]) for b in blocks]
+    assert "event: snapshot" not in resumed.get_data(as_text=True)
+    assert [(e["i"], e["state"]) for e in events] == [(0, "inferring"), (1, "failed")]
+    assert events[-1]["failed"] == 1
+
+
+# --- paging -------------------------------------------------------------------------------------------
+
+
+def test_my_jobs_come_in_pages_that_new_jobs_do_not_shift(client, users):
+    headers = users["alice"]["headers"]
+    made = [post_job(client, headers, ("a.jpg", b"x")).get_json()["job_id"] for _ in range(5)]
+    first = client.get("/api/v1/jobs?limit=2", headers=headers).get_json()
+    assert [j["job_id"] for j in first["jobs"]] == made[:-3:-1] and first["next_cursor"]
+    newer = post_job(client, headers, ("a.jpg", b"x")).get_json()["job_id"]  # arrives on top, shifts nothing
+    second = client.get(first["next"], headers=headers).get_json()
+    third = client.get(second["next"], headers=headers).get_json()
+    assert [j["job_id"] for j in second["jobs"] + third["jobs"]] == made[2::-1]
+    assert third["next"] is None and third["next_cursor"] is None
+    everything = client.get("/api/v1/jobs", headers=headers).get_json()  # no limit: today's answer
+    assert [j["job_id"] for j in everything["jobs"]] == [newer, *made[::-1]] and everything["next"] is None
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=ten", "cursor=garbage", "cursor=eyJ0IjoxfQ"])
+def test_a_bad_limit_or_cursor_is_400_naming_it(client, users, query):
+    r = client.get(f"/api/v1/jobs?{query}", headers=users["alice"]["headers"])
+    assert r.status_code == 400 and query.split("=")[0] in error_of(r)["message"]
+
+
+def test_a_jobs_items_come_in_pages(client, users):
+    headers = users["alice"]["headers"]
+    names = [f"{n}.jpg" for n in range(5)]
+    job = post_job(client, headers, *[(name, b"x") for name in names]).get_json()["job_id"]
+    whole = client.get(f"/api/v1/jobs/{job}", headers=headers).get_json()
+    assert [i["name"] for i in whole["items"]] == names and whole["items_next"] is None
+    view, seen = client.get(f"/api/v1/jobs/{job}?items_limit=2", headers=headers).get_json(), []
+    while True:
+        seen += [(i["index"], i["name"]) for i in view["items"]]
+        if not view["items_next"]:
+            break
+        view = client.get(view["items_next"], headers=headers).get_json()
+    assert seen == list(enumerate(names))
+    assert client.get(f"/api/v1/jobs/{job}?items_cursor=nope", headers=headers).status_code == 400
+
+
+# --- the running-jobs cap under simultaneous submits ---------------------------------------------------
+
+
+def test_simultaneous_submits_never_pass_the_running_jobs_cap(app, users, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.submit import record_job
+    from web import api
+
+    # Recorded but not enqueued: the web tests' workers (if started) would end these jobs mid-test.
+    monkeypatch.setattr(api, "create_job", record_job)
+    app.config["MAX_ACTIVE_JOBS"] = 3
+    headers = users["alice"]["headers"]
+
+    def submit(_):
+        return post_job(app.test_client(), headers, ("a.jpg", b"x")).status_code
+
+    client = app.test_client()
+    # A submit that fails after taking its place (no files: 400) gives it back.
+    assert [client.post("/api/v1/jobs", data={}, headers=headers).status_code for _ in range(3)] == [400] * 3
+    with ThreadPoolExecutor(12) as pool:
+        codes = sorted(pool.map(submit, range(12)))
+    assert codes == [202] * 3 + [429] * 9
+    # A deleted job frees its place.
+    mine = client.get("/api/v1/jobs", headers=headers).get_json()["jobs"]
+    assert client.delete(mine[0]["status_url"], headers=headers).status_code == 204
+    assert post_job(client, headers, ("a.jpg", b"x")).status_code == 202
