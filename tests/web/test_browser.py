@@ -180,3 +180,28 @@ def test_the_recompose_preview_follows_the_background_colour(live, page):
     assert red["opaque"] and blue["opaque"]
     assert len({transparent["digest"], red["digest"], blue["digest"]}) == 3
     assert red["corner"][0] > 200 and blue["corner"][2] > 200  # the corner is background in chelsea.jpg
+
+
+def test_my_jobs_and_a_jobs_gallery_follow_the_apis_pages(live, page):
+    base, app = live
+    services = app.extensions["cutout"]
+    password, _ = services.users.add("frank")
+    # Recorded straight into Redis (no workers needed): 101 jobs, one more than a page of My jobs,
+    # the newest with 1,001 items, one more than a page of items; rejected, so no image is fetched.
+    jobs = [f"{n:032x}" for n in range(101)]
+    for job in jobs[:-1]:
+        services.jobs.create(job, "frank", ["a.jpg"], {}, {0: "not an image"})
+    names = [f"img-{n}.jpg" for n in range(1001)]
+    services.jobs.create(jobs[-1], "frank", names, {}, {i: "not an image" for i in range(1001)})
+    sign_in(page, base, "frank", password)
+
+    page.goto(f"{base}/jobs")
+    expect(page.locator("#jobs-body tr")).to_have_count(100, timeout=10_000)
+    page.click("#jobs-more")
+    expect(page.locator("#jobs-body tr")).to_have_count(101, timeout=10_000)
+    expect(page.locator("#jobs-more")).to_be_hidden()
+    expect(page.locator(f"#jobs-body a[href$='{jobs[0]}']").first).to_be_visible()  # the oldest, from page two
+
+    page.goto(f"{base}/jobs/{jobs[-1]}")
+    expect(page.locator("#gallery article")).to_have_count(1001, timeout=20_000)
+    expect(page.locator("#gallery article").last).to_contain_text("img-1000.jpg")

@@ -80,6 +80,12 @@
   async function load() {
     try {
       view = await api(urls.statusUrl);
+      // A large job's items come in pages (items_next links the next one): the gallery shows them all.
+      for (let next = view.items_next; next; ) {
+        const page = await api(next);
+        view.items.push(...page.items);
+        next = page.items_next;
+      }
     } catch (err) {
       showAlert($("job-alert"), err.message);
       return;

@@ -37,8 +37,23 @@
       "No jobs yet. ", el("a", { href: root.dataset.uploadUrl }, "Upload some images"), " to start one.")));
   }
 
-  api(root.dataset.listUrl).then(({ jobs }) => {
-    jobs.sort((a, b) => b.created - a.created);
-    if (jobs.length) body.replaceChildren(...jobs.map(row)); else empty();
-  }).catch((err) => { body.replaceChildren(); showAlert(alertBox, err.message); });
+  // The API answers a page at a time, newest first; "Show older jobs" follows its `next` link.
+  const more = document.getElementById("jobs-more");
+  let next = null;
+
+  async function page(url, first) {
+    try {
+      const { jobs, next: after } = await api(url);
+      jobs.sort((a, b) => b.created - a.created);
+      if (first) { if (jobs.length) body.replaceChildren(...jobs.map(row)); else empty(); } else body.append(...jobs.map(row));
+      next = after;
+      more.hidden = !next;
+    } catch (err) {
+      if (first) body.replaceChildren();
+      showAlert(alertBox, err.message);
+    }
+  }
+
+  more.addEventListener("click", () => { more.disabled = true; page(next, false).finally(() => { more.disabled = false; }); });
+  page(root.dataset.listUrl, true);
 })();
