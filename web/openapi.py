@@ -3,6 +3,7 @@
 from flask import Blueprint, jsonify
 
 from matting_core.registry import model_choices, model_names
+from web import paging
 from web.auth import api_user_required
 from web.extensions import services
 from web.forms import FIELDS
@@ -20,6 +21,17 @@ OPTIONS = {name: {"type": _OPTION_TYPES.get(name, "string")} for name in FIELDS}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _STATUSES = ["queued", "running", "done", "failed"]
 _JOB_PATH = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _page(limit: str, cursor: str, default: int, maximum: int, what: str) -> list[dict]:
+    """Cursor paging's query parameters (web/paging.py)."""
+    return [{"name": limit, "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": maximum,
+                                                      "default": default}, "description": f"{what} per page"},
+            {"name": cursor, "in": "query", "schema": {"type": "string"},
+             "description": f"where the previous page of {what} ended: its opaque next cursor, unchanged"}]
+
+
+_NEXT = {"type": ["string", "null"]}  # the next page's cursor or URL; null on the last page
 
 
 def _multipart(properties: dict, required: list[str] | None = None) -> dict:
@@ -74,7 +86,8 @@ def _schemas(model: dict) -> dict:
         "created": {"type": "number"}, "status_url": {"type": "string"}}}
     job = {"type": "object", "properties": summary["properties"] | {
         "options": {"type": "object"}, "error": {"type": ["string", "null"]}, "items": {"type": "array"},
-        "events_url": {"type": "string"}, "download_url": {"type": ["string", "null"]}}}
+        "events_url": {"type": "string"}, "download_url": {"type": ["string", "null"]},
+        "items_next_cursor": _NEXT, "items_next": _NEXT}}
     error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
         "code": {"type": "string"}, "message": {"type": "string"}}}}}
     return {"Error": error, "JobSummary": summary, "Job": job}
@@ -82,28 +95,40 @@ def _schemas(model: dict) -> dict:
 
 def _job_paths(model: dict) -> dict:
     jobs = {"type": "object", "properties": {"jobs": {"type": "array",
-                                                       "items": {"$ref": "#/components/schemas/JobSummary"}}}}
+                                                       "items": {"$ref": "#/components/schemas/JobSummary"}},
+                                         "next_cursor": _NEXT, "next": _NEXT}}
     return {
         "/api/v1/jobs": {
             "post": {"summary": "Start a batch job", "requestBody": _multipart(
                 {"images": _FILES, "archive": _BINARY} | OPTIONS | model),
                 "responses": {"202": _json("accepted: {job_id, status_url, events_url, total}")
                               } | _errors(400, 401, 413, 429)},
-            "get": {"summary": "My jobs, newest first", "responses": {"200": _json("{jobs: [...]}", jobs)}
-                    | _errors(401)},
+            "get": {"summary": "My jobs, newest first, a page at a time (follow `next`)",
+                    "parameters": _page("limit", "cursor", paging.JOBS_LIMIT, paging.JOBS_MAX, "jobs"),
+                    "responses": {"200": _json("{jobs: [...], next_cursor, next}", jobs)} | _errors(400, 401)},
         },
         "/api/v1/jobs/{job}": {
             "parameters": _JOB_PATH,
-            "get": {"summary": "Status, model, counters and items", "responses": {"200": _json(
-                "the job", {"$ref": "#/components/schemas/Job"})} | _errors(401, 404)},
+            "get": {"summary": "Status, model, counters and a page of items (follow `items_next`)",
+                    "parameters": _page("items_limit", "items_cursor", paging.ITEMS_LIMIT, paging.ITEMS_MAX, "items"),
+                    "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"})}
+                    | _errors(400, 401, 404)},
             "delete": {"summary": "Delete the job and its files", "responses": {"204": {"description": "deleted"}}
                        | _errors(401, 404)},
         },
         "/api/v1/jobs/{job}/events": {"parameters": _JOB_PATH, "get": {
             "summary": "Progress as Server-Sent Events (snapshot, then progress)",
+            "description": "A stream ends after CUTOUT_STREAM_SECONDS (300 by default); reconnect with the "
+                           "Last-Event-ID header (EventSource does) to get every event after it. A user holds "
+                           "CUTOUT_MAX_STREAMS_PER_USER streams at most (429 past it).",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
+                 "description": "start after this event id instead of now"},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
+                 "description": "resume after this event id (no snapshot)"}],
             "responses": {"200": {"description": "text/event-stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
-            | _errors(401, 404)}},
+            | _errors(400, 401, 404, 429)}},
         "/api/v1/jobs/{job}/download": {"parameters": _JOB_PATH, "get": {
             "summary": "The zip (a redirect to a presigned URL on S3)",
             "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": _BINARY}}},
