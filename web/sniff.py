@@ -9,6 +9,7 @@ renders no page and runs no script in the app's origin.
 
 from __future__ import annotations
 
+import io
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
@@ -89,6 +90,10 @@ def sniffed(stream: BinaryIO) -> tuple[str | None, BinaryIO]:
     """(the image extension of the stream's bytes or None, the stream from its start again)."""
     head = stream.read(SNIFF_BYTES)
     try:
+        # Via the end: a seek within what a buffered file already read moves only its buffer, not
+        # the descriptor, and gunicorn's sendfile() starts at the descriptor's offset (measured:
+        # the body came back without its first 8 KB).
+        stream.seek(0, io.SEEK_END)
         stream.seek(0)
     except (AttributeError, OSError):
         return image_ext(head), Rewound(head, stream)
