@@ -8,6 +8,8 @@ sends slowly or listens long holds no worker. On top of gunicorn's gevent worker
 - a body that sends nothing for CUTOUT_BODY_TIMEOUT seconds ends its request with 408;
 - at most CUTOUT_MAX_CONNECTIONS_PER_IP connections open from one address across all workers of
   this server; past it a connection gets a short 429 and is closed before anything is parsed.
+  0 turns the cap off: behind a proxy every connection comes from the proxy's address, and the
+  proxy caps per client instead (README, "Guarantees").
 
 Imported by gunicorn's master (web.gunicorn_conf), so it imports only gunicorn and gevent: the app's
 libraries load in each worker after gevent has patched the standard library.
@@ -153,7 +155,7 @@ class Worker(GeventWorker):
     def handle(self, listener, client, addr):
         address = addr[0] if isinstance(addr, tuple) else "unix"
         row = getattr(self, "connection_row", 0)
-        if self.table.open(address) >= self.limits.per_ip:
+        if self.limits.per_ip and self.table.open(address) >= self.limits.per_ip:
             self._refuse(client)
             return
         self.table.add(row, address, 1)
