@@ -7,6 +7,7 @@ nosniff and a sandboxing CSP; a non-image that failed is not served at all.
 """
 
 import io
+import os
 import zipfile
 
 import pytest
@@ -73,6 +74,15 @@ def test_rewound_gives_back_the_whole_stream_of_an_unseekable_body():
     data = jpeg_with_comment(SCRIPT)
     ext, stream = sniff.sniffed(Unseekable(data))
     assert ext == "jpg" and b"".join(iter(lambda: stream.read(1000), b"")) == data
+
+
+def test_a_sniffed_file_is_rewound_to_its_descriptor_start_for_sendfile(tmp_path):
+    # gunicorn's sendfile() starts where the descriptor points, not where Python's buffer does.
+    path = tmp_path / "in"
+    path.write_bytes(jpeg_with_comment(SCRIPT) + bytes(100_000))
+    with open(path, "rb") as f:
+        ext, stream = sniff.sniffed(f)
+        assert ext == "jpg" and stream is f and os.lseek(f.fileno(), 0, os.SEEK_CUR) == 0
 
 
 # --- through the API -----------------------------------------------------------------------------
