@@ -47,7 +47,9 @@ def _json(description: str, schema: dict | None = None) -> dict:
 
 def _errors(*codes: int) -> dict:
     meaning = {400: "invalid input; the message says what to change", 401: "no or invalid credentials",
-               404: "no such job among yours", 409: "not in a state that allows this", 413: "upload too large",
+               404: "no such job among yours", 409: "not in a state that allows this",
+               413: "upload too large (request_too_large, zip_bomb, too_many_files) or past your storage quota "
+                    "(quota_exceeded: used, limit and needed in the message; delete finished jobs)",
                422: "the image could not be processed", 429: "too many requests or running jobs (Retry-After)",
                504: "still working; follow the job"}
     return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
@@ -55,6 +57,10 @@ def _errors(*codes: int) -> dict:
 
 _FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
 _BINARY = {"type": "string", "format": "binary"}
+# On every item and zip response (web/sniff.py): a stored file is data, never a page.
+_SERVED_HEADERS = {"Content-Disposition": {"schema": {"type": "string", "pattern": "^attachment; filename="}},
+                   "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+                   "Content-Security-Policy": {"schema": {"type": "string", "const": "sandbox; default-src 'none'"}}}
 _IMAGE = {"description": "the cutout", "content": {f"image/{t}": {"schema": _BINARY} for t in ("png", "jpeg", "webp")}}
 
 def model_schema(default: str) -> dict:
@@ -131,13 +137,18 @@ def _job_paths(model: dict) -> dict:
             | _errors(400, 401, 404, 429)}},
         "/api/v1/jobs/{job}/download": {"parameters": _JOB_PATH, "get": {
             "summary": "The zip (a redirect to a presigned URL on S3)",
-            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": _BINARY}}},
+            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": _BINARY}},
+                                  "headers": _SERVED_HEADERS},
                           "302": {"description": "presigned URL"}} | _errors(401, 404, 409)}},
         "/api/v1/jobs/{job}/items/{i}": {
             "parameters": _JOB_PATH + [
                 {"name": "i", "in": "path", "required": True, "schema": {"type": "integer"}},
                 {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["output", "alpha", "input"]}}],
-            "get": {"summary": "One image of the job", "responses": {"200": {"description": "the image"}}
+            "get": {"summary": "One image of the job, as an attachment",
+                    "description": "The input goes out as the image type its bytes show (else "
+                                   "application/octet-stream), never as its name says; a non-image that failed is "
+                                   "a 404. Outputs and alpha maps carry their own format and the zip's name.",
+                    "responses": {"200": {"description": "the image", "headers": _SERVED_HEADERS}}
                     | _errors(400, 401, 404, 409)}},
         "/api/v1/jobs/{job}/retry": {"parameters": _JOB_PATH, "post": {
             "summary": "Run again what failed or never finished, with the job's model",
@@ -155,12 +166,12 @@ def _waiting_paths(model: dict) -> dict:
         "/api/v1/remove": {"post": {
             "summary": "One image in, its cutout back",
             "requestBody": _multipart({"image": _BINARY} | OPTIONS | model, ["image"]),
-            "responses": {"200": _IMAGE} | _errors(400, 401, 422, 429, 504)}},
+            "responses": {"200": _IMAGE} | _errors(400, 401, 413, 422, 429, 504)}},
         "/api/batch-process": {"post": {
             "summary": "The original WebUI's batch call; waits for the batch",
             "requestBody": _multipart({"images": _FILES} | {k: OPTIONS[k] for k in (
                 "format", "bg_color", "alpha_threshold", "feather_edge", "erode_kernel")} | model, ["images"]),
-            "responses": {"200": _json("{status: completed, count, download_url}")} | _errors(400, 401, 504)}},
+            "responses": {"200": _json("{status: completed, count, download_url}")} | _errors(400, 401, 413, 504)}},
         "/v1.0/removebg": {"post": {
             "summary": "remove.bg-compatible", "requestBody": _multipart({
                 "image_file": _BINARY, "image_file_b64": {"type": "string"}, "image_url": {"type": "string"},
@@ -168,7 +179,8 @@ def _waiting_paths(model: dict) -> dict:
                 "bg_color": {"type": "string"}, "channels": {"type": "string", "enum": ["rgba", "alpha"]},
                 "crop": {"type": "boolean"}} | model),
             "responses": {"200": _IMAGE, "400": {"description": 'remove.bg errors: {"errors": [{title, code}]}'},
-                          "401": {"description": "no or invalid X-Api-Key"}}}},
+                          "401": {"description": "no or invalid X-Api-Key"},
+                          "413": {"description": "past the storage quota (quota_exceeded)"}}}},
     }
 
 
