@@ -67,7 +67,8 @@ def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     model = requested_model()
     check_active_jobs()
     upload = uploads.from_request(fields)
-    job = quota.store_within(upload.stored, lambda: create_job(services().storage, services().jobs, g.user,
+    store = g.job_slot.recording(services().jobs)  # the job's record takes over its place (web/active_jobs.py)
+    job = quota.store_within(upload.stored, lambda: create_job(services().storage, store, g.user,
                                                                upload.files, options, upload.rejected, model))
     release_active_job()
     return job, len(upload.files)
