@@ -271,6 +271,8 @@ class JobStore:
         if when is None:
             self.r.hdel(self._k(job), "launched")
             return
+        if not self.exists(job):  # deleted during its fan-out: no record is made again
+            return
         pipe = self.r.pipeline()
         pipe.hset(self._k(job), "launched", when)
         self._progressed(pipe, job, when)

@@ -225,6 +225,8 @@ def launch(job: str, indices: list[int], with_infer: bool) -> int:
 @app.task(name="cutout.mark_failed")
 def mark_failed(request, exc, traceback, job: str) -> None:
     """Errback of the chord body: a job whose packaging died says so instead of staying `running`."""
+    if not jobs().exists(job):  # deleted while it packaged (its record went first): nothing to mark
+        return
     log.error("job failed", extra={"job": job, "reason": str(exc)})
     metrics.jobs_total.labels("failed").inc()
     jobs().set_status(job, "failed", error=f"packaging failed: {exc}; retry the job")

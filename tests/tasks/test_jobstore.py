@@ -301,3 +301,9 @@ def test_a_queued_job_never_launched_is_stalled_even_while_others_progress(store
     assert store.stalled(time.time(), 1) == [job]  # lost; "waiting" was launched, so it waits its turn
     store.launched("waiting", None)  # a retry clears the mark until its launch runs
     assert sorted(store.stalled(time.time(), 1)) == sorted([job, "waiting"])
+
+
+def test_a_launch_that_ends_after_the_job_was_deleted_makes_no_record_again(store, job):
+    store.delete(job)
+    store.launched(job, time.time())
+    assert store.r.keys(f"cutout:job:{job}*") == [] and job not in store.r.zrange("cutout:jobs:active", 0, -1)
