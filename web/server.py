@@ -153,19 +153,22 @@ class Worker(GeventWorker):
         return gevent.Timeout(self.limits.header_timeout, False)
 
     def handle(self, listener, client, addr):
-        address = addr[0] if isinstance(addr, tuple) else "unix"
+        # A Unix socket has no client address (its peer is a local proxy): only TCP peers are capped.
+        address = addr[0] if isinstance(addr, tuple) and self.limits.per_ip else None
         row = getattr(self, "connection_row", 0)
-        if self.limits.per_ip and self.table.open(address) >= self.limits.per_ip:
+        if address is not None and self.table.open(address) >= self.limits.per_ip:
             self._refuse(client)
             return
-        self.table.add(row, address, 1)
+        if address is not None:
+            self.table.add(row, address, 1)
         try:
             # An idle socket raises instead of waiting forever: reads of the body, and writes to a
             # client that stopped reading. (GeventWorker.handle would set no timeout at all.)
             client.settimeout(self.limits.body_timeout)
             AsyncWorker.handle(self, listener, client, addr)
         finally:
-            self.table.add(row, address, -1)
+            if address is not None:
+                self.table.add(row, address, -1)
 
     def _refuse(self, client) -> None:
         try:
