@@ -205,3 +205,32 @@ def test_my_jobs_and_a_jobs_gallery_follow_the_apis_pages(live, page):
     page.goto(f"{base}/jobs/{jobs[-1]}")
     expect(page.locator("#gallery article")).to_have_count(1001, timeout=20_000)
     expect(page.locator("#gallery article").last).to_contain_text("img-1000.jpg")
+
+
+def test_the_job_page_resumes_its_event_stream_with_last_event_id_when_the_server_ends_it(live, page):
+    base, app = live
+    services = app.extensions["cutout"]
+    password, _ = services.users.add("grace")
+    job = "e" * 32
+    # Recorded, never enqueued; both items already refused, so the page fetches no image.
+    services.jobs.create(job, "grace", ["a.jpg", "b.jpg"], {}, {0: "not an image", 1: "not an image"})
+    sign_in(page, base, "grace", password)
+    resumed, wsgi = [], app.wsgi_app
+
+    def recording(environ, start_response):  # what reaches the server: the header the browser sent
+        if environ["PATH_INFO"].endswith("/events") and environ.get("HTTP_LAST_EVENT_ID"):
+            resumed.append(environ["HTTP_LAST_EVENT_ID"])
+        return wsgi(environ, start_response)
+
+    app.wsgi_app, app.config["STREAM_SECONDS"] = recording, 1
+    try:
+        started = time.monotonic()
+        page.goto(f"{base}/jobs/{job}")
+        expect(page.locator("#progress-text")).to_have_text("0 / 2 done", timeout=5_000)
+        page.wait_for_timeout(2_500)  # the first stream has ended; EventSource reconnected 1 s later
+        services.jobs.update_item(job, 0, "done")
+        expect(page.locator("#progress-text")).to_have_text("1 / 2 done", timeout=4_000)
+        assert time.monotonic() - started < 9.5  # before the page's 10 s status poll could have shown it
+        assert resumed, "EventSource never reconnected with Last-Event-ID"
+    finally:
+        app.wsgi_app, app.config["STREAM_SECONDS"] = wsgi, 300
