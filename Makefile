@@ -36,6 +36,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: weights
+	$(PY) -m bench.cpu_stages
 	$(PY) -m bench.batch_speed
 	$(PY) -m bench.cluster_speed
 	$(PY) -m bench.vs_rembg

