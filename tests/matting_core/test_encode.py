@@ -1,10 +1,12 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from matting_core.encode import encode, encode_mask
+from tests.conftest import DATA
 
 H, W = 24, 40
 PIL_FORMAT = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
@@ -117,3 +119,42 @@ def test_encode_mask_writes_greyscale_png_of_rounded_alpha():
     image = decode(encode_mask(alpha))
     assert image.format == "PNG" and image.mode == "L"
     assert np.asarray(image).tolist() == [[0, 26, 128, 255]]
+
+
+def photo_cutout() -> np.ndarray:
+    """A real cut-out at 1080p: a test photo with its golden alpha, colour zeroed where alpha is 0."""
+    rgb = ImageOps.fit(Image.open(DATA / "astronaut.jpg").convert("RGB"), (1920, 1080), Image.BICUBIC)
+    alpha = ImageOps.fit(Image.open(DATA / "golden" / "astronaut.png"), (1920, 1080), Image.BICUBIC)
+    out = np.dstack([np.asarray(rgb), np.asarray(alpha)])
+    out[out[..., 3] == 0, :3] = 0
+    return out
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png_is_read_back_exactly_by_libpng_too(channels):
+    pixels = np.ascontiguousarray(photo_cutout()[..., :channels])
+    back = cv2.imdecode(np.frombuffer(encode(pixels, "png"), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back, cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA))
+
+
+def test_png_of_a_photo_cutout_is_lossless_and_no_bigger_than_libpngs_paeth_plus_30_percent(srgb_icc):
+    pixels = photo_cutout()
+    data = encode(pixels, "png", icc_profile=srgb_icc)
+    image = decode(data)
+    assert np.array_equal(np.asarray(image), pixels) and image.info["icc_profile"] == srgb_icc
+    # The writer before issue 15: libpng at level 1, Z_RLE, a fixed Paeth filter.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    libpng = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA), params)[1]
+    assert len(data) - len(srgb_icc) <= 1.3 * libpng.size
+
+
+def test_png_of_a_single_row_and_a_single_column_round_trips():
+    for shape in [(1, 7, 4), (7, 1, 3)]:
+        pixels = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+        assert np.array_equal(np.asarray(decode(encode(pixels, "png"))), pixels)
+
+
+def test_mask_png_round_trips_a_full_size_alpha():
+    alpha = np.asarray(Image.open(DATA / "golden" / "coffee.png"), np.float32) / 255
+    assert np.array_equal(np.asarray(decode(encode_mask(alpha))), np.round(alpha * 255).astype(np.uint8))
