@@ -303,8 +303,10 @@ def _same_model(values, model: str) -> None:
 @api_user_required
 def delete(job):
     own_job(job)
-    services().storage.delete_prefix(keys.job_prefix(job))
+    # The record (and its tombstone) first: a task finishing meanwhile then sees the job is gone and
+    # removes what it wrote, instead of writing into a prefix already emptied (tasks/work.py).
     services().jobs.delete(job)
+    services().storage.delete_prefix(keys.job_prefix(job))
     return "", 204
 
 

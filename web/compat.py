@@ -12,7 +12,7 @@ from PIL import Image
 
 from tasks.submit import create_job
 from web import fetch, forms, quota, uploads
-from web.api import check_active_jobs, requested_model, single_result, submit
+from web.api import check_active_jobs, release_active_job, requested_model, single_result, submit
 from web.auth import api_user_required
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -92,8 +92,10 @@ def removebg():
     model = requested_model()
     name, data = _removebg_image()
     check_active_jobs()
-    job = quota.store_within(len(data), lambda: create_job(services().storage, services().jobs, g.user,
+    store = g.job_slot.recording(services().jobs)  # the job's record takes over its place (web/active_jobs.py)
+    job = quota.store_within(len(data), lambda: create_job(services().storage, store, g.user,
                                                            [(name, data)], options, model=model))
+    release_active_job()
     result: Response = single_result(job)
     body = result.get_data()
     with Image.open(io.BytesIO(body)) as im:
