@@ -5,9 +5,9 @@ import io
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
-from matting_core import pipeline, preprocess
+from matting_core import compose, decode, pipeline, postprocess, preprocess
 from matting_core.errors import ImageTooLargeError, UnsupportedImageError
 from matting_core.model import get_model
 from matting_core.options import Options, resolve_options
@@ -157,3 +157,19 @@ def test_crop_cuts_the_output_to_the_subjects_bounding_box():
 def test_crop_leaves_an_image_with_no_subject_whole():
     rgb, alpha = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32)
     assert pipeline.crop_to_subject(rgb, alpha)[0].shape == (8, 8, 3)
+
+
+def test_default_png_holds_exactly_the_composed_pixels_and_the_photos_icc_profile():
+    """Lossless end to end: what finish writes decodes (in Pillow) to compose's pixels, upright."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.open(DATA / "coffee.jpg").save(buf, "JPEG", quality=90, icc_profile=srgb, exif=exif)
+    data = buf.getvalue()
+    alpha_small = np.asarray(Image.open(DATA / "golden" / "coffee.png").resize((320, 320)), np.float32) / 255
+    image = Image.open(io.BytesIO(pipeline.finish(data, "coffee.jpg", alpha_small, Options())))
+    rgb = decode.decode_full(data, "coffee.jpg").rgb
+    expected = compose.compose(rgb, postprocess.upsample(alpha_small, (rgb.shape[1], rgb.shape[0])), None)
+    assert image.size == (400, 600) and image.info["icc_profile"] == srgb
+    assert np.array_equal(np.asarray(image), expected)
