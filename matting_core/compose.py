@@ -46,13 +46,14 @@ def _transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
     Zeroing changes nothing a viewer sees (a pixel with alpha 0 shows no colour), but the
     removed background would otherwise still sit in the file (anyone can drop the alpha and
-    see it), and runs of zeros compress far better. 2.7 ms at 1920x1080 on one core, against
-    15 ms for a masked copy then split and merge, and 98 ms for numpy masks and dstack."""
+    see it), and runs of zeros compress far better. ~3 ms at 1920x1080 on one core with warm
+    memory, against 15 ms for a masked copy then split and merge, 98 ms for numpy masks; in
+    the pipeline the first touch of the new 8 MB array's pages costs as much again."""
     a8 = cv2.convertScaleAbs(alpha, alpha=255.0)  # rounds to nearest, saturates
     out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
-    cv2.mixChannels([a8], [out], [0, 3])  # writes alpha into out's 4th channel, in place
-    shows = cv2.cvtColor(cv2.compare(a8, 0, cv2.CMP_GT), cv2.COLOR_GRAY2RGBA)  # 255 or 0 per byte
-    return cv2.bitwise_and(out, shows, dst=out)
+    cv2.bitwise_xor(out, out, dst=out, mask=cv2.compare(a8, 0, cv2.CMP_EQ))  # x ^ x = 0 where hidden
+    cv2.mixChannels([a8], [out], [0, 3])  # alpha into the 4th channel, in place
+    return out
 
 
 def _over_opaque(rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
