@@ -13,6 +13,7 @@ import pytest
 import redis
 from PIL import Image
 
+from bench.served import Served
 from matting_core.weights import cutout_home
 from tasks import context, keys
 from tasks.app import app as celery_app
@@ -28,14 +29,24 @@ MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET = "jobs"
 
 
-def small_photos(count: int = 40) -> list[tuple[str, bytes]]:
-    """`count` 320×240 JPEGs with distinct names: ~0.3 s of model time each on this CPU."""
+def small_photos(count: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple[str, bytes]]:
+    """`count` JPEGs of the bundled photos with distinct names: at 320×240, ~0.3 s of model time each
+    on this CPU."""
     small = {}
     for name in PHOTOS:
         out = io.BytesIO()
-        Image.open(DATA / f"{name}.jpg").convert("RGB").resize((320, 240)).save(out, "JPEG", quality=85)
+        Image.open(DATA / f"{name}.jpg").convert("RGB").resize(size).save(out, "JPEG", quality=85)
         small[name] = out.getvalue()
-    return [(f"{PHOTOS[n % 4]}-{n:02d}.jpg", small[PHOTOS[n % 4]]) for n in range(count)]
+    return [(f"{PHOTOS[n % 4]}-{n:03d}.jpg", small[PHOTOS[n % 4]]) for n in range(count)]
+
+
+def serve_for_module(tmp_path_factory, env: dict | None = None):
+    """A real `cutout serve` (u2netp unless `env` says otherwise) for a module's tests, stopped after."""
+    served = Served(tmp_path_factory.mktemp("serve"), env={"CUTOUT_DEFAULT_MODEL": "u2netp", **(env or {})})
+    try:
+        yield served.wait_ready()
+    finally:
+        served.stop()
 
 
 class Moto:

@@ -21,6 +21,7 @@ from PIL import Image
 from bench.served import Served, http, multipart
 from tasks.jobs import JobStore
 from tests.conftest import DATA
+from tests.reliability.conftest import serve_for_module
 from web.users import UserStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -32,13 +33,8 @@ PER_IP, STREAMS, ACTIVE_JOBS = 128, 8, 10  # the defaults of the settings under 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     # The request rate limit is lifted so that every 429 here is the limit under test.
-    env = {"CUTOUT_DEFAULT_MODEL": "u2netp", "CUTOUT_STREAM_SECONDS": str(STREAM_SECONDS),
-           "CUTOUT_RATE_LIMIT": "100000 per minute"}
-    served = Served(tmp_path_factory.mktemp("abuse"), env=env)
-    try:
-        yield served.wait_ready()
-    finally:
-        served.stop()
+    yield from serve_for_module(tmp_path_factory, {"CUTOUT_STREAM_SECONDS": str(STREAM_SECONDS),
+                                                    "CUTOUT_RATE_LIMIT": "100000 per minute"})
 
 
 @pytest.fixture(scope="module")

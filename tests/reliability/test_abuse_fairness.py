@@ -2,7 +2,6 @@
 user wait; a deleted running job leaves nothing in storage a minute later; retry of a done job is a no-op;
 the workers' metrics ports listen on loopback only."""
 
-import io
 import json
 import time
 import urllib.error
@@ -10,11 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from bench.served import Served, http, multipart
 from tasks.local_cluster import wait_until
-from tests.conftest import DATA, PHOTOS
+from tests.reliability.conftest import serve_for_module, small_photos
 from web.users import UserStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -25,12 +23,7 @@ DELETE_LIMIT_S = 70  # "nothing one minute later", with the poll's own slack
 
 def photos(count: int) -> list[tuple[str, bytes]]:
     """`count` 160×120 JPEGs from the bundled photos, distinct names."""
-    small = {}
-    for name in PHOTOS:
-        out = io.BytesIO()
-        Image.open(DATA / f"{name}.jpg").convert("RGB").resize((160, 120)).save(out, "JPEG", quality=85)
-        small[name] = out.getvalue()
-    return [(f"{PHOTOS[n % 4]}-{n:03d}.jpg", small[PHOTOS[n % 4]]) for n in range(count)]
+    return small_photos(count, (160, 120))
 
 
 class Client:
@@ -63,11 +56,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    served = Served(tmp_path_factory.mktemp("serve"), env={"CUTOUT_DEFAULT_MODEL": "u2netp"})
-    try:
-        yield served.wait_ready()
-    finally:
-        served.stop()
+    yield from serve_for_module(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
