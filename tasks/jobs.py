@@ -46,6 +46,10 @@ _SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
              "return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
+# Per queue and priority ("gpu:6"): the newest send time of a message a worker took there. Queues are
+# FIFO within a priority and strict across them, so once a message sent after a job's launch was taken
+# at the job's lowest priority or below, every message of that job was taken before it (stalled()).
+_TAKEN = "cutout:taken"
 # Deleted jobs, scored by when: the purge (cutout.purge) deletes their objects once more after the tasks
 # still in flight at the DELETE had time to write; each job also leaves a tombstone key (_tombstone)
 # that tasks read after a write, so what they wrote after the DELETE is removed at once.
@@ -185,20 +189,32 @@ class JobStore:
     def stalled(self, now: float, stall_s: float) -> list[str]:
         """Queued or running jobs without progress for `stall_s`.
 
-        A launched `queued` job may just be waiting its turn behind other jobs: it counts as stalled
-        only when no job at all has progressed for `stall_s` (the workers or the broker are gone).
-        One never launched (its launch message lost) is stalled on its own clock, like a running one.
+        A launched job, queued or running, may just be waiting its turn: behind other jobs, or (its
+        tail at a low priority, tasks/submit.py) behind other users' first images. It counts as stalled
+        when no job at all has progressed for `stall_s` (the workers or the broker are gone), or when
+        the workers have taken, from its queue at its lowest priority or below, a message sent after
+        its launch: then none of its messages can still be waiting, and they were lost. One never
+        launched (its launch message lost) is stalled on its own clock.
         """
         cutoff = now - stall_s
         candidates = self.r.zrangebyscore(_ACTIVE, 0, cutoff)
         if not candidates:
             return []
         service_idle = float(self.r.get(_PROGRESS) or 0) <= cutoff
+        taken = [(*member.rsplit(":", 1), sent) for member, sent in self.r.zrange(_TAKEN, 0, -1, withscores=True)]
         pipe = self.r.pipeline(transaction=False)
         for job in candidates:
-            pipe.hmget(self._k(job), "status", "launched")
-        return [job for job, (status, launched) in zip(candidates, pipe.execute(), strict=True)
-                if service_idle or status != "queued" or not launched]
+            pipe.hmget(self._k(job), "status", "launched", "launch_queue", "lowest_priority")
+        stuck = []
+        for job, (status, launched, queue, lowest) in zip(candidates, pipe.execute(), strict=True):
+            if service_idle or not launched:
+                stuck.append(job)
+            elif not queue:  # launched before jobs recorded their queue: a running one is stuck
+                if status != "queued":
+                    stuck.append(job)
+            elif any(q == queue and int(p) >= int(lowest) and sent > float(launched) for q, p, sent in taken):
+                stuck.append(job)  # its messages were all taken, yet it made no progress: lost
+        return stuck
 
     def fail_if_stalled(self, job: str, cutoff: float, reason: str) -> bool:
         """Mark `job` failed with `reason` unless it finished or progressed after `cutoff` meanwhile."""
@@ -265,16 +281,20 @@ class JobStore:
         """How many of the owner's jobs are queued or running (what fan-out ranks their images by)."""
         return sum(s in ("queued", "running") for s in self.statuses(self.jobs_of(owner, limit=1000)))
 
-    def launched(self, job: str, when: float | None = None) -> None:
+    def taken(self, queue: str, priority: int, sent_at: float) -> None:
+        """A worker took a message sent at `sent_at` from `queue` at `priority` (see stalled())."""
+        self.r.zadd(_TAKEN, {f"{queue}:{priority}": sent_at}, gt=True)
+
+    def launched(self, job: str, when: float | None = None, queue: str = "", lowest: int = 0) -> None:
         """The job's launch message ran (its chord is in the queues): from now on a `queued` job is
         waiting its turn, not lost. `when=None` clears the mark before a new launch (retry, recompose)."""
         if when is None:
-            self.r.hdel(self._k(job), "launched")
+            self.r.hdel(self._k(job), "launched", "launch_queue", "lowest_priority")
             return
         if not self.exists(job):  # deleted during its fan-out: no record is made again
             return
         pipe = self.r.pipeline()
-        pipe.hset(self._k(job), "launched", when)
+        pipe.hset(self._k(job), mapping={"launched": when, "launch_queue": queue, "lowest_priority": lowest})
         self._progressed(pipe, job, when)
         pipe.execute()
 

@@ -104,15 +104,16 @@ def priority(rank: int) -> int:
     return PRIORITY_STEPS[-1]
 
 
-def fan_out(job: str, indices: list[int], with_infer: bool, live_jobs: int = 1) -> None:
+def fan_out(job: str, indices: list[int], with_infer: bool, live_jobs: int = 1) -> tuple[str, int]:
     """The job's chord (run by the launch task). Idempotent enough to redeliver: every task
     it starts writes keys derived from the job and item, and counts items as sets.
-    `live_jobs`: the owner's queued or running jobs, this one included (see the module's docstring)."""
+    `live_jobs`: the owner's queued or running jobs, this one included (see the module's docstring).
+    Returns the queue its images start in and the lowest priority they got (what the watchdog reads)."""
     task = app.signature
     body = task("cutout.package", (job,), immutable=True).on_error(task("cutout.mark_failed", (job,)))
     if not indices:  # a chord with an empty header never calls its body
         body.apply_async()
-        return
+        return "cpu", 0
     pri = [priority(n * max(1, live_jobs)) for n in range(len(indices))]
     if with_infer:
         header = [chain(task("cutout.infer", (job, i), immutable=True).set(priority=p),
@@ -122,3 +123,4 @@ def fan_out(job: str, indices: list[int], with_infer: bool, live_jobs: int = 1) 
         header = [task("cutout.finish", ({"i": i, "status": "inferred"}, job, i), immutable=True).set(priority=p)
                   for i, p in zip(indices, pri, strict=True)]
     chord(header)(body)
+    return ("gpu" if with_infer else "cpu"), max(pri)

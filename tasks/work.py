@@ -7,6 +7,7 @@ A bad image returns a failed dict instead of raising, so the chord body always r
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_prerun
 from celery.utils.log import get_task_logger
 
 from matting_core import decode, encode, pipeline
@@ -209,6 +210,15 @@ def _zip_what_is_stored(job: str) -> str:
                       force=True)
 
 
+@task_prerun.connect
+def _taken(task, **_):
+    """Which queue and priority the workers are taking images from now, for the watchdog (JobStore.stalled)."""
+    sent_at = getattr(task.request, "cutout_sent_at", None)
+    if task.name in ("cutout.infer", "cutout.finish") and sent_at:
+        info = task.request.delivery_info or {}
+        jobs().taken(info.get("routing_key") or "unknown", int(info.get("priority") or 0), float(sent_at))
+
+
 @app.task(name="cutout.launch")
 def launch(job: str, indices: list[int], with_infer: bool) -> int:
     """Fan out a submitted job's chord (see tasks/submit.py); a job deleted meanwhile is left alone."""
@@ -217,8 +227,8 @@ def launch(job: str, indices: list[int], with_infer: bool) -> int:
         return 0
     from tasks.submit import fan_out
 
-    fan_out(job, indices, with_infer, live_jobs=jobs().live_jobs(record["owner"]))
-    jobs().launched(job, time.time())
+    queue, lowest = fan_out(job, indices, with_infer, live_jobs=jobs().live_jobs(record["owner"]))
+    jobs().launched(job, time.time(), queue, lowest)
     return len(indices)
 
 

@@ -73,6 +73,38 @@ def test_a_queued_job_waiting_behind_a_progressing_one_is_left_alone(service):
     assert store.status(waiting) == "queued"
 
 
+def test_a_running_jobs_tail_waiting_behind_other_users_first_images_is_left_alone_until_overtaken(service):
+    storage, store = service
+    big, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    launched_at = time.time()
+    store.launched(big, launched_at, "gpu", 9)  # its tail went in at the lowest priority
+    store.update_item(big, 0, "done")  # its first images ran, then others' first images came first
+    stalled_for_a_while()
+    store.taken("gpu", 0, time.time())  # the workers take others' top-priority images, sent after it
+    store.taken("gpu", 6, time.time())
+    store.taken("cpu", 9, time.time())  # another queue says nothing about this job's images
+    store.update_item(busy, 0, "inferring")
+    assert watchdog.apply().get() == []
+    assert store.status(big) == "running"
+    store.taken("gpu", 9, launched_at - 1)  # a message of its priority sent before it: still its turn to come
+    assert watchdog.apply().get() == []
+    # A message of its priority sent after its launch was taken: its own went first, so they are lost.
+    store.taken("gpu", 9, time.time())
+    assert watchdog.apply().get() == [big]
+    assert store.status(big) == "failed"
+
+
+def test_a_queued_job_overtaken_by_a_later_message_of_its_priority_is_failed(service):
+    storage, store = service
+    lost, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))
+    store.launched(lost, time.time(), "gpu", 0)
+    stalled_for_a_while()
+    store.update_item(busy, 0, "inferring")
+    assert watchdog.apply().get() == []  # waiting behind others, as far as anyone can tell
+    store.taken("gpu", 3, time.time())  # a lower priority's message went: nothing of its can be waiting
+    assert watchdog.apply().get() == [lost]
+
+
 def test_a_queued_job_whose_launch_was_lost_is_failed_even_while_others_progress(service):
     storage, store = service
     lost, busy = (record_job(storage, store, owner, FILES, Options()) for owner in ("alice", "bob"))

@@ -63,6 +63,9 @@ def test_a_small_job_is_queued_ahead_of_a_big_jobs_tail_and_finish_keeps_the_pri
     lengths = {m.labels["queue"]: m.value for m in next(QueueLengths(url).collect()).samples}
     assert lengths == {"gpu": 41, "cpu": 0}
     assert store.job(big)["launched"] and store.job(small)["launched"]
+    # The watchdog's clue to a tail waiting its turn: where the job's images went, and how far back.
+    assert [store.r.hmget(f"cutout:job:{j}", "launch_queue", "lowest_priority") for j in (big, small)] == \
+        [["gpu", "6"], ["gpu", "0"]]
 
 
 def test_a_users_second_live_job_ranks_its_images_twice_as_far_back(own_redis):
@@ -141,3 +144,18 @@ def test_a_worker_takes_a_small_job_ahead_of_a_big_jobs_tail(own_redis, home, tm
     finally:
         for worker in workers:
             worker.stop()
+
+
+def test_workers_record_the_queue_priority_and_send_time_of_what_they_take(own_redis, home, tmp_path):
+    """What the watchdog reads to tell a job waiting its turn from one whose messages were lost."""
+    store = context.jobs()
+    job = record_job(context.storage(), store, "alice", small_photos(1), Options(), model=FAST)
+    before = time.time()
+    app.signature("cutout.infer", (job, 0), immutable=True).set(priority=6).apply_async()
+    worker = Worker("gpu", {**own_redis, "CUTOUT_HOME": str(home)}, tmp_path / "gpu.log", concurrency=1)
+    try:
+        taken = wait_until(lambda: dict(store.r.zrange("cutout:taken", 0, -1, withscores=True)), 90,
+                           f"the worker recorded nothing; see {tmp_path / 'gpu.log'}")
+    finally:
+        worker.stop()
+    assert list(taken) == ["gpu:6"] and before <= taken["gpu:6"] <= time.time()
