@@ -8,9 +8,9 @@ ROUNDS times, and the median over all of them is reported per stage.
 
 "before" is the finish path as it was up to issue 15, kept here and not in the product:
 Pillow decode, compose through a masked copy then split and merge, libpng through cv2 at
-level 1 with Z_RLE and a fixed Paeth filter. "after" is pipeline.finish itself, with the
-Timings object tasks/work.py's finish passes, so its stages are the manifest's. Both
-outputs are decoded with Pillow and must hold the same pixels and the same ICC profile.
+level 1 with Z_RLE and a fixed Paeth filter, the guided filter allocating a new array per
+step. "after" is pipeline.finish itself, with the Timings object tasks/work.py's finish
+passes, so its stages are the manifest's. Both outputs are decoded with Pillow and must hold the same pixels and the same ICC profile.
 Results go to bench/results/cpu_stages.json.
 """
 
@@ -83,12 +83,36 @@ def _old_encode(pixels: np.ndarray, icc: bytes | None) -> bytes:
     return png[:33] + chunk + png[33:]
 
 
+def _old_guided_filter(alpha: np.ndarray, rgb: np.ndarray, radius: int, eps: float = 1e-4) -> np.ndarray:
+    h, w = alpha.shape
+    s = max(1, radius // 2)
+    small = (max(1, round(w / s)), max(1, round(h / s)))
+    guide = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    p = cv2.resize(alpha, small, interpolation=cv2.INTER_AREA)
+    coef = postprocess._guided_coefficients(guide, p, max(1, round(radius / s)), eps)
+    coef[..., :3] *= np.float32(1 / 255)
+    a0, a1, a2, q = (cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cv2.split(coef))
+    for a, channel in zip((a0, a1, a2), cv2.split(rgb), strict=True):
+        q = cv2.add(q, cv2.multiply(a, channel, dtype=cv2.CV_32F))  # a fresh array per step
+    return np.clip(q, 0.0, 1.0, out=q)
+
+
+def _old_postprocess(alpha_small: np.ndarray, rgb: np.ndarray, opts: Options) -> np.ndarray:
+    alpha = postprocess.upsample(alpha_small, (rgb.shape[1], rgb.shape[0]))
+    if opts.refine:
+        r = postprocess.default_refine_radius(alpha.shape)
+        band = postprocess.unsure_band(alpha, max(1, r // 2))
+        q = _old_guided_filter(alpha, rgb, r)
+        alpha = cv2.add(alpha, cv2.multiply(band, cv2.subtract(q, alpha)))
+    return postprocess.edge_steps(alpha, opts)
+
+
 def before(data: bytes, name: str, alpha_small: np.ndarray, opts: Options, timings: pipeline.Timings) -> bytes:
     """pipeline.finish as it was for a transparent PNG (the only output this bench compares)."""
     with timings.stage("decode"):
         image = _old_decode(data, name)
     with timings.stage("refine"):
-        alpha = postprocess.postprocess(alpha_small, image.rgb, opts)
+        alpha = _old_postprocess(alpha_small, image.rgb, opts)
     with timings.stage("compose"):
         pixels = _old_compose(image.rgb, alpha)
     with timings.stage("encode"):
