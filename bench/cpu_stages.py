@@ -10,8 +10,8 @@ ROUNDS times, and the median over all of them is reported per stage.
 Pillow decode, compose through a masked copy then split and merge, libpng through cv2 at
 level 1 with Z_RLE and a fixed Paeth filter, the guided filter allocating a new array per
 step. "after" is pipeline.finish itself, with the Timings object tasks/work.py's finish
-passes, so its stages are the manifest's. Both outputs are decoded with Pillow and must hold the same pixels and the same ICC profile.
-Results go to bench/results/cpu_stages.json.
+passes, so its stages are the manifest's. Both outputs are decoded with Pillow and must
+hold the same pixels and the same ICC profile. Results go to bench/results/cpu_stages.json.
 """
 
 import io
