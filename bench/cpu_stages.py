@@ -6,7 +6,7 @@ model's 320x320: no model runs, so the numbers are the CPU work alone. One threa
 pool set to 1) pinned to one core, so wall time is core time; each image is finished
 ROUNDS times, and the median over all of them is reported per stage.
 
-"before" is the finish path as it was up to issue 15, kept here and not in the product:
+"before" is the finish path as it was before the ISA-L writer and simplejpeg, kept here and not in the product:
 Pillow decode, compose through a masked copy then split and merge, libpng through cv2 at
 level 1 with Z_RLE and a fixed Paeth filter, the guided filter allocating a new array per
 step. "after" is pipeline.finish itself, with the Timings object tasks/work.py's finish
@@ -55,7 +55,7 @@ def make_inputs(count: int = COUNT) -> list[tuple[bytes, np.ndarray]]:
     return inputs
 
 
-# --- the path before issue 15 ----------------------------------------------------------
+# --- the path before (libpng, Pillow) ----------------------------------------------------------
 _OLD_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
             cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
 

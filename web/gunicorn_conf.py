@@ -9,7 +9,7 @@ import resource
 from web import server
 
 # gevent: each connection, SSE stream and synchronous wait is a greenlet, not one of a few threads,
-# so slow or listening clients hold no worker (issue 12). web.server.Worker adds the header and
+# so slow or listening clients hold no worker. web.server.Worker adds the header and
 # body timeouts and the per-address connection cap (CUTOUT_HEADER_TIMEOUT, CUTOUT_BODY_TIMEOUT,
 # CUTOUT_MAX_CONNECTIONS_PER_IP).
 worker_class = "web.server.Worker"

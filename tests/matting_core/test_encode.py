@@ -142,7 +142,7 @@ def test_png_of_a_photo_cutout_is_lossless_and_no_bigger_than_libpngs_paeth_plus
     data = encode(pixels, "png", icc_profile=srgb_icc)
     image = decode(data)
     assert np.array_equal(np.asarray(image), pixels) and image.info["icc_profile"] == srgb_icc
-    # The writer before issue 15: libpng at level 1, Z_RLE, a fixed Paeth filter.
+    # The writer before ISA-L: libpng at level 1, Z_RLE, a fixed Paeth filter.
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
     libpng = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA), params)[1]

@@ -342,7 +342,7 @@ def test_transparent_beats_a_presets_background(client, users):
     assert options["bg_color"] is None and options["alpha_threshold"] == 15
 
 
-# --- event streams: positions, the per-user cap, the lifetime (issue 12) -----------------------------
+# --- event streams: positions, the per-user cap, the lifetime -----------------------------
 
 
 @pytest.mark.parametrize("bad", ["garbage", "1-", "-1", "$", "1-2-3", "0x10", "9" * 30])
