@@ -51,7 +51,9 @@ def _transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     the pipeline the first touch of the new 8 MB array's pages costs as much again."""
     a8 = cv2.convertScaleAbs(alpha, alpha=255.0)  # rounds to nearest, saturates
     out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
-    cv2.bitwise_xor(out, out, dst=out, mask=cv2.compare(a8, 0, cv2.CMP_EQ))  # x ^ x = 0 where hidden
+    # The mask by numpy (0.3 ms at 1080p): cv2.compare takes a 1x1 image for a scalar and refuses it.
+    hidden = np.equal(a8, 0).view(np.uint8)
+    cv2.bitwise_xor(out, out, dst=out, mask=hidden)  # x ^ x = 0 where hidden
     cv2.mixChannels([a8], [out], [0, 3])  # alpha into the 4th channel, in place
     return out
 

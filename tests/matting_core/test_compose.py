@@ -105,3 +105,17 @@ def test_combine_alpha_multiplies_prediction_by_source_transparency(source, fact
 def test_combine_alpha_rejects_source_alpha_of_another_size():
     with pytest.raises(ValueError, match="upsample the prediction"):
         combine_alpha(ALPHAS, np.zeros((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1)])
+@pytest.mark.parametrize("bg", [None, (255, 255, 255, 255), (10, 20, 30, 128)])
+def test_one_pixel_and_one_line_images_compose_like_any_other(shape, bg):
+    # A 1x1 array is what OpenCV's compare takes for a scalar: a one-pixel upload once failed here.
+    rgb = np.full((*shape, 3), 200, np.uint8)
+    alpha = np.linspace(0, 1, shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    out = compose(rgb, alpha, bg)
+    assert out.shape == (*shape, 3 if bg == (255, 255, 255, 255) else 4)
+    if bg is None:
+        assert out.reshape(-1, 4)[0].tolist() == [0, 0, 0, 0]  # alpha 0: colour zeroed too
+        if alpha.size > 1:
+            assert out.reshape(-1, 4)[-1].tolist() == [200, 200, 200, 255]
