@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from bench.machine import cpu_name
 from cutout_cli.batch import BatchConfig, run_batch
 from cutout_cli.inputs import gather
 from cutout_cli.outputs import Output
@@ -106,7 +107,7 @@ def main() -> None:
         fp32 = ours(folder, Path(tmp) / "out-fp32", get_model("u2netp", device="cpu", precision="fp32").load())
     result = {
         "bench": "batch_speed", "images": COUNT, "size": list(SIZE), "output": "RGBA PNG, default options",
-        "machine": {"cpus": usable_cores(), "processor": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cpus": usable_cores(), "processor": cpu_name(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "baseline": base, "cutout_batch": fast, "cutout_batch_fp32": fp32,
         "speedup": round(fast["images_per_second"] / base["images_per_second"], 2),
@@ -116,16 +117,6 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

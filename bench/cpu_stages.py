@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from bench.machine import cpu_name
 from matting_core import decode, pipeline, postprocess
 from matting_core.options import Options, resolve_options
 
@@ -163,16 +164,6 @@ def _pin_to_one_core() -> int | None:
     return core
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     cores = os.cpu_count()
     core = _pin_to_one_core()
@@ -190,7 +181,7 @@ def main() -> None:
         "output": "RGBA PNG (transparent background), sRGB ICC profile carried",
         "unit": "ms per image, median over images x rounds; one thread on one core, so ms = core-ms",
         "stages": list(STAGES),
-        "machine": {"processor": _cpu_name(), "cpus": cores, "pinned_core": core,
+        "machine": {"processor": cpu_name(), "cpus": cores, "pinned_core": core,
                     "python": platform.python_version(), "opencv": cv2.__version__,
                     "load_average_start": [round(x, 2) for x in load_start],
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
