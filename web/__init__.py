@@ -51,6 +51,10 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url)
     app.config.setdefault("RATELIMIT_DEFAULT", app.config["RATE_LIMIT"])
+    # The limiter would put Retry-After on every answer (and raise ours on a 429 of our own);
+    # under its own name it still tells clients when the window resets. web/errors.py sets
+    # Retry-After on the limiter's 429s.
+    app.config.setdefault("RATELIMIT_HEADER_RETRY_AFTER", "X-RateLimit-Retry-After")
     from web import api, auth, compat, openapi, portal
 
     # Who is asking first: the limiter's own before_request then counts per user, not per address.

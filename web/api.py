@@ -284,7 +284,12 @@ def retry(job):
 @api_user_required
 def recompose_job(job):
     record = _finished(job)
-    values = request.get_json(silent=True) or request.form
+    values = request.get_json(silent=True)
+    if values is None or values == {}:
+        values = request.form
+    elif not isinstance(values, dict):
+        raise ApiError(400, "invalid_body", f"the JSON body is {type(values).__name__}, not an object; send the "
+                                            'options as an object, e.g. {"format": "webp"}')
     options = forms.parse(values)
     _same_model(values, record["model"])
     todo = recompose(services().storage, services().jobs, job, options)

@@ -1,5 +1,8 @@
 """JSON errors that say what to change: {"error": {"code", "message"}}."""
 
+import math
+import time
+
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -42,4 +45,22 @@ def register(app: Flask) -> None:
         }
         code = (err.name or "error").lower().replace(" ", "_")
         return error_response(err.code or 500, code, messages.get(err.code, err.description or code),
-                              dict(err.get_headers()) if err.code == 429 else None)
+                              _headers(err))
+
+
+def _headers(err: HTTPException) -> dict:
+    """The headers a JSON error keeps: Allow on a 405, Retry-After on a 429. Never werkzeug's
+    Content-Type: it is text/html, and once copied over the JSON it served 429s as HTML."""
+    kept = {name: value for name, value in err.get_headers() if name.lower() == "allow"}
+    if err.code == 429:
+        kept["Retry-After"] = str(_retry_after())
+    return kept
+
+
+def _retry_after() -> int:
+    # Seconds until the limit that refused the request resets. (The limiter's own header is renamed in
+    # web/__init__.py, so that Retry-After appears on 429s only, as HTTP means it.)
+    from web.extensions import limiter
+
+    limit = limiter.current_limit
+    return max(1, math.ceil(limit.reset_at - time.time())) if limit else 60

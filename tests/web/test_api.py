@@ -485,3 +485,38 @@ def test_simultaneous_submits_never_pass_the_running_jobs_cap(app, users, monkey
     mine = client.get("/api/v1/jobs", headers=headers).get_json()["jobs"]
     assert client.delete(mine[0]["status_url"], headers=headers).status_code == 204
     assert post_job(client, headers, ("a.jpg", b"x")).status_code == 202
+
+
+# --- errors keep their JSON shape and only the headers HTTP gives them ---------------------------
+
+
+@pytest.mark.parametrize("body", ["[1]", '"x"', "5", "null"])
+def test_a_recompose_body_that_is_not_an_object_is_a_400_naming_it(client, users, workers, body):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg(size=(96, 64)))).get_json()["job_id"]
+    assert wait_done(client, headers, job)["status"] == "done"
+    r = client.post(f"/api/v1/jobs/{job}/recompose", data=body, headers=headers, content_type="application/json")
+    if body == "null":  # no options at all: what the form path does without fields
+        assert r.status_code == 202
+        return
+    assert r.status_code == 400 and r.mimetype == "application/json"
+    assert error_of(r)["code"] == "invalid_body" and "not an object" in error_of(r)["message"]
+
+
+def test_a_405_under_the_api_is_json_with_allow(client, users):
+    r = client.put("/api/v1/jobs", headers=users["alice"]["headers"])
+    assert r.status_code == 405 and r.mimetype == "application/json"
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert "Retry-After" not in r.headers
+
+
+def test_retry_after_is_on_429s_only_and_a_429_is_json(app, client, users):
+    app.config["SUBMIT_RATE_LIMIT"] = "1 per minute"
+    headers = users["alice"]["headers"]
+    listed = client.get("/api/v1/jobs", headers=headers)
+    assert listed.status_code == 200 and "Retry-After" not in listed.headers
+    assert "X-RateLimit-Remaining" in listed.headers  # the window is still told, under the limiter's names
+    assert post_job(client, headers, ("a.jpg", b"x")).status_code == 202
+    r = post_job(client, headers, ("a.jpg", b"x"))
+    assert r.status_code == 429 and r.mimetype == "application/json" and error_of(r)["code"] == "too_many_requests"
+    assert 0 < int(r.headers["Retry-After"]) <= 61  # the window's end, in whole seconds (limits reset_at)
