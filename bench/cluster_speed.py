@@ -25,7 +25,8 @@ from pathlib import Path
 import redis
 from tqdm import tqdm
 
-from bench.batch_speed import _cpu_name, make_inputs, ours
+from bench.batch_speed import make_inputs, ours
+from bench.machine import cpu_name
 from bench.served import Served, descendants, http, multipart, rss_mib
 from matting_core.model import get_model, usable_cores
 from tasks.app import app, configure
@@ -176,7 +177,7 @@ def main() -> None:
         "bench": "cluster_speed", "date": time.strftime("%Y-%m-%d"), "images": THROUGHPUT, "size": [1920, 1080],
         "output": "RGBA PNG, default options", "path": "POST /api/v1/jobs on cutout serve (gunicorn, Redis, "
                                                       "gpu-queue worker on the CPU, cpu-queue prefork worker)",
-        "machine": {"cpus": cores, "processor": _cpu_name(), "python": platform.python_version()},
+        "machine": {"cpus": cores, "processor": cpu_name(), "python": platform.python_version()},
         "cluster": cluster, "cli": {k: cli[k] for k in ("seconds", "images_per_second", "precision")},
         "cluster_vs_cli": round(cluster["images_per_second"] / cli["images_per_second"], 3),
         "soak": {"images": SOAK, "seconds": round(soak_seconds, 1), "images_per_second": round(SOAK / soak_seconds, 3),

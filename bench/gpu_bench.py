@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.batch_speed import _cpu_name, make_inputs
+from bench.batch_speed import make_inputs
+from bench.machine import cpu_name
 from cutout_cli.batch import BatchConfig, run_batch
 from cutout_cli.inputs import gather
 from cutout_cli.outputs import Output
@@ -173,7 +174,7 @@ def main() -> None:
     seconds, count = (2, 8) if args.quick else (15, 1000)
     result = {"bench": "gpu", "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
               "machine": {"gpu": torch.cuda.get_device_name(0) if cuda else None, "cpus": usable_cores(),
-                          "processor": _cpu_name(), "torch": torch.__version__}}
+                          "processor": cpu_name(), "torch": torch.__version__}}
     runs = [("eager_fp32_b64", "fp32", 64, False), ("eager_fp16_b64", "fp16", 64, False),
             ("eager_fp16_b256", "fp16", 256, False), ("compiled_fp16_b64", "fp16", 64, True)]
     if not cuda:  # the CPU has neither fp16 kernels worth timing nor minutes to spare

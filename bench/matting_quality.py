@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.batch_speed import _cpu_name
+from bench.machine import cpu_name
 from bench.matting_data import CATEGORIES, SIZE, Sample, dataset
 from bench.matting_metrics import all_measures
 from matting_core import decode, pipeline, postprocess, preprocess
@@ -158,7 +158,7 @@ def main() -> None:
         "size": list(SIZE), "categories": {c: sum(s.category == c for s in samples) for c in CATEGORIES},
         "measures": "whole image; SAD, Grad and Conn are sums /1000; MSE per pixel; IoU at alpha 0.5",
         "defaults": asdict(Options()), "defaults_no_worse_than_raw": no_worse(results, "defaults"),
-        "machine": {"cores": usable_cores(), "processor": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cores": usable_cores(), "processor": cpu_name(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "seconds": round(time.perf_counter() - start, 1), "results": results,
     }

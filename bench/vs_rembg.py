@@ -31,7 +31,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.batch_speed import SIZE, _cpu_name, make_inputs
+from bench.batch_speed import SIZE, make_inputs
+from bench.machine import cpu_name
 from matting_core.weights import cutout_home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         "images": args.images, "size": list(SIZE), "repeats": args.repeats,
         "output": "RGBA PNG, each tool's default options",
         "commands": {"cutout": "cutout batch IN -o OUT [--model u2netp]", "rembg": "rembg p -m u2net|u2netp IN OUT"},
-        "machine": {"processor": _cpu_name(), "cores": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
+        "machine": {"processor": cpu_name(), "cores": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
                     "python": platform.python_version(), "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "versions": {"cutout_torch": importlib.metadata.version("torch"), "rembg_spec": REMBG_SPEC,

@@ -21,7 +21,7 @@ import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
-from bench.batch_speed import _cpu_name
+from bench.machine import cpu_name
 from tasks.local_cluster import ROOT, free_port
 from tests.conftest import DATA, PHOTOS
 from tests.web.conftest import make_app
@@ -207,7 +207,7 @@ def write_results(submit: list[float], answers: list[int], total_s: float, users
         "total_s": round(total_s, 2),
         "images_per_second": round(done / total_s, 3),
         "http": {"requests": len(answers), "non_2xx": sum(not 200 <= c < 300 for c in answers)},
-        "machine": {"cpus": os.cpu_count(), "processor": _cpu_name(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "processor": cpu_name(), "python": platform.python_version()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
