@@ -45,6 +45,8 @@ def check_active_jobs() -> None:
     Atomic (web/active_jobs.py): simultaneous submits never pass the cap together. The place is
     given back by release_active_job() once the job is recorded, and in any case when the request ends.
     """
+    if g.get("job_slot"):  # taken already by this request (before it read its body)
+        return
     store = services().jobs
     slot = active_jobs.JobSlot.acquire(store.r, g.user, current_app.config["MAX_ACTIVE_JOBS"], store._k(""), ACTIVE)
     g.job_slot = slot
@@ -63,9 +65,11 @@ def release_active_job() -> None:
 
 def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     """Store the request's uploads and enqueue them as a job for the caller; returns (job, total)."""
+    # The place first: reading the form spools the whole body to disk, and one user's requests
+    # sent at once must not each do that before the cap refuses them.
+    check_active_jobs()
     options = options or forms.parse(request.form)
     model = requested_model()
-    check_active_jobs()
     upload = uploads.from_request(fields)
     store = g.job_slot.recording(services().jobs)  # the job's record takes over its place (web/active_jobs.py)
     job = quota.store_within(upload.stored, lambda: create_job(services().storage, store, g.user,
@@ -320,6 +324,7 @@ def delete(job):
 @limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
 def remove():
     """One image in, its cutout back in the response (through the same workers, waiting for them)."""
+    check_active_jobs()  # before the body is read (see submit)
     files = request.files.getlist("image") or request.files.getlist("images")
     if len(files) != 1:
         raise ApiError(400, "one_image", "send exactly one file as multipart field 'image'")

@@ -88,10 +88,10 @@ def _removebg_image() -> tuple[str, bytes]:
 @limiter.limit(lambda: current_app.config["SUBMIT_RATE_LIMIT"])
 def removebg():
     """remove.bg-compatible: the cutout in the body, its size in X-Width / X-Height."""
+    check_active_jobs()  # before the body is read (web/api.py submit)
     options = _removebg_options()
     model = requested_model()
     name, data = _removebg_image()
-    check_active_jobs()
     store = g.job_slot.recording(services().jobs)  # the job's record takes over its place (web/active_jobs.py)
     job = quota.store_within(len(data), lambda: create_job(services().storage, store, g.user,
                                                            [(name, data)], options, model=model))

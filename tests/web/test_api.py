@@ -176,6 +176,14 @@ def test_running_jobs_per_user_are_capped_with_retry_after(app, client, users):
     r = post_job(client, users["alice"]["headers"], ("a.jpg", b"x"))
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 30 and "limit 2" in error_of(r)["message"]
     assert post_job(client, users["bob"]["headers"], ("a.jpg", b"x")).status_code == 202  # per user
+    # The cap is met before the body is read (reading it spools every file to disk): a request
+    # past it is refused as such even when its form is wrong, on every endpoint that starts a job.
+    alice = users["alice"]["headers"]
+    assert post_job(client, alice, ("a.jpg", b"x"), quality="x").status_code == 429
+    for url, field in (("/api/v1/remove", "image"), ("/v1.0/removebg", "image_file")):
+        r = client.post(url, data={field: (io.BytesIO(b"x"), "a.jpg"), "quality": "x", "size": "bogus"},
+                        headers=alice, content_type="multipart/form-data")
+        assert r.status_code == 429, (url, r.get_data(as_text=True))
 
 
 def test_submissions_are_rate_limited_per_user_with_retry_after(app, client, users):
