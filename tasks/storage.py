@@ -133,8 +133,11 @@ class LocalStorage:
             head = "" if rel == "." else f"{rel}/"
             for name in files:
                 if f"{head}{name}".startswith(prefix):
-                    os.unlink(os.path.join(dirpath, name))
-                    deleted += 1
+                    # Gone since the walk listed it: a writer's temp file renamed into place,
+                    # or a task removing what it wrote for a deleted job. Either way it is gone.
+                    with suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        deleted += 1
             if head and head.startswith(prefix):
                 with suppress(OSError):  # not empty: it holds another prefix's keys
                     os.rmdir(dirpath)

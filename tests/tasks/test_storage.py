@@ -1,12 +1,14 @@
 """Both storage backends through one interface: a local directory and a real moto_server over HTTP."""
 
 import os
+import multiprocessing
 import urllib.request
 from contextlib import closing
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tasks.local_cluster import wait_until
 from tasks.storage import KeyNotFound, LocalStorage, MiB, S3Storage, make_storage, s3_client
 from tests.tasks.conftest import REGION
 
@@ -91,6 +93,30 @@ def test_local_delete_prefix_removes_the_emptied_directories(local_storage):
         local_storage.put(key, b"1")
     local_storage.delete_prefix("jobs/ab")
     assert sorted(p.name for p in (local_storage.root / "jobs").iterdir()) == ["a", "b"]
+
+
+def _write_until_stopped(root, stop) -> None:
+    storage, n = LocalStorage(root), 0
+    while not stop.is_set():
+        storage.put(f"jobs/busy/{n % 50}.png", b"x" * 4096)
+        n += 1
+
+
+def test_local_delete_prefix_while_a_writer_adds_objects_does_not_fail(local_storage):
+    # A task still writing into a job being deleted (another process, as a worker is): its temp files
+    # appear and are renamed while the walk runs, so files listed a moment ago are gone at their turn.
+    stop = multiprocessing.Event()
+    writer = multiprocessing.Process(target=_write_until_stopped, args=(local_storage.root, stop))
+    writer.start()
+    try:
+        wait_until(lambda: (local_storage.root / "jobs" / "busy").exists(), 30, "the writer never wrote")
+        for _ in range(2000):
+            local_storage.delete_prefix("jobs/busy/")
+    finally:
+        stop.set()
+        writer.join(10)
+    local_storage.delete_prefix("jobs/busy/")
+    assert not (local_storage.root / "jobs" / "busy").exists()
 
 
 def test_local_delete_prefix_cannot_climb_out_of_the_root(local_storage, tmp_path):
