@@ -1,7 +1,7 @@
 """Both storage backends through one interface: a local directory and a real moto_server over HTTP."""
 
-import os
 import multiprocessing
+import os
 import urllib.request
 from contextlib import closing
 
