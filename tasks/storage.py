@@ -158,8 +158,11 @@ class LocalStorage:
 
     def newest(self, prefix: str) -> float | None:
         """When the newest object under the directory `prefix` was written (epoch s); None if it holds none."""
-        times = [os.stat(os.path.join(d, f)).st_mtime
-                 for d, _dirs, files in os.walk(self._path(prefix.rstrip("/"))) for f in files]
+        times = []
+        for d, _dirs, files in os.walk(self._path(prefix.rstrip("/"))):
+            for name in files:
+                with suppress(FileNotFoundError):  # renamed or removed since the walk listed it
+                    times.append(os.stat(os.path.join(d, name)).st_mtime)
         return max(times, default=None)
 
     def url(self, key: str, expires: int = 3600) -> str | None:
