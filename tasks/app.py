@@ -108,14 +108,23 @@ def configure(app: Celery, settings: Settings) -> Celery:
 app = configure(Celery("cutout", include=["tasks.work", "tasks.upkeep"]), Settings.from_env())
 
 
+def _runs_models(worker) -> bool:
+    """Whether this worker consumes the gpu queue, the only one whose tasks run a model."""
+    return worker is not None and "gpu" in worker.app.amqp.queues.consume_from
+
+
 @worker_init.connect
-def _check_device(**_):
-    """A worker told to use CUDA refuses to start without a usable GPU, instead of crawling on the CPU."""
+def _check_device(sender=None, **_):
+    """A worker told to use CUDA refuses to start without a usable GPU, instead of crawling on the CPU.
+
+    Only a worker that runs models checks: the check imports torch, and a prefork cpu worker's
+    children would inherit it from the parent (each then peaked at ~280 MB instead of
+    95-160 MB; bench/worker_memory.py)."""
     settings: Settings = app.conf.cutout
     if settings.gpu is not None:
         # Pins this worker before torch first touches CUDA: one worker per device.
         os.environ["CUDA_VISIBLE_DEVICES"] = settings.gpu
-    if settings.device != "cpu":
+    if settings.device != "cpu" and _runs_models(sender):
         from matting_core.errors import DeviceUnavailableError
         from matting_core.model import resolve_device
 
@@ -171,7 +180,7 @@ def _preload(sender=None, **_):
     images do not wait ~40 s for a compile. Only for the threads pool: a prefork parent must never
     hold a model (CUDA does not survive fork). Other models still load on first use."""
     settings: Settings = app.conf.cutout
-    if not settings.preload or sender is None or "gpu" not in sender.app.amqp.queues.consume_from:
+    if not settings.preload or not _runs_models(sender):
         return
     pool = getattr(sender, "pool_cls", None)
     if pool is not None and "thread" not in str(getattr(pool, "__module__", pool)):
