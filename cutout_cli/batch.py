@@ -10,12 +10,15 @@ other stages beside it, gave ~2.6 img/s, because OpenMP's threads spin while
 waiting for cores the other stages hold.
 """
 
+from __future__ import annotations
+
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -23,8 +26,10 @@ from cutout_cli.inputs import InputError, Source
 from cutout_cli.outputs import Output
 from matting_core import pipeline, preprocess
 from matting_core.errors import CutoutError
-from matting_core.model import MattingModel
 from matting_core.options import Options
+
+if TYPE_CHECKING:  # the caller built the model; naming its type imports no torch
+    from matting_core.model import MattingModel
 
 # Domain errors name the file and the fix; InputError covers unreadable archive members.
 ITEM_ERRORS = (CutoutError, InputError, OSError)

@@ -1,13 +1,15 @@
 """`cutout batch`, `cutout remove` and `cutout weights`. Settings from flags, then CUTOUT_* variables."""
 
+from __future__ import annotations
+
 import argparse
 import gc
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tqdm import tqdm
 
 from cutout_cli import batch as batch_mod
@@ -15,11 +17,14 @@ from cutout_cli import users
 from cutout_cli.inputs import InputError, Source, gather
 from cutout_cli.outputs import Output
 from matting_core import decode
+from matting_core.devices import DEVICES, PRECISIONS, torch_threads, usable_cores
 from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
-from matting_core.model import DEVICES, PRECISIONS, MattingModel, get_model, torch_threads, usable_cores
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
 from matting_core.registry import DEFAULT_MODEL, ModelSpec, get_spec, model_choices, model_names
 from matting_core.weights import cutout_home, fetch, wheel_holds
+
+if TYPE_CHECKING:  # torch is imported by `batch` and `remove` only, which run the model (_run_model)
+    from matting_core.model import MattingModel
 
 # Measured on the 2-core CPU box: batch 1 is ~290 ms/img, batch 4 ~360 ms/img, so
 # batching only pays on a GPU.
@@ -124,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsError as err:
             parser.exit(1, f"cutout: error: {err}\n")
         return 0
+    return _run_model(parser, args)
+
+
+def _run_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`batch` and `remove`: the only commands that import torch."""
+    import torch
+
+    from matting_core.model import get_model
+
     if args.command == "remove":
         _format_from_suffix(args)
     try:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from matting_core.model import usable_cores
+from matting_core.devices import usable_cores
 from matting_core.registry import model_names
 from tasks.app import WORKER_QUEUES
 from tasks.local_cluster import REDIS_CONF, redis_binary
@@ -184,12 +184,18 @@ def _models_line(settings: Settings) -> str:
 
 
 def _gpu_threads(settings: Settings) -> int:
-    import torch  # only to see whether this host has a GPU; the model loads in the worker
-
     cores = usable_cores()
-    if settings.device == "cpu" or not torch.cuda.is_available():
+    if settings.device == "cpu" or not _torch_sees_a_gpu():
         return 2 * cores + 2
     return max(2 * cores + 2, 2 * (settings.batch_size or 64))
+
+
+def _torch_sees_a_gpu() -> bool:
+    """Asked of a short-lived interpreter: this supervisor lives as long as the service and has no
+    use for torch's ~150 MB itself; the model loads in the gpu worker."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    return probe.stdout.strip() == "True"
 
 
 def _wait_for_redis(url: str, redis_child: Child, timeout: float = 20) -> None:

