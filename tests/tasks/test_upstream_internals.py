@@ -80,7 +80,7 @@ def test_closing_a_channel_after_its_transport_was_detached(redis_url, monkeypat
     error, which kombu ignores like any other of a dead connection; the message stays unacked in
     Redis, to come back after the visibility timeout.
     """
-    url = _db(redis_url, 7)
+    url = _db(redis_url, 11)
     replacement = kombu_patch._connparams_of_a_live_transport if patched else kombu_patch._connparams
     monkeypatch.setattr(kombu_redis.Channel, "_connparams", replacement)
     conn, channel = _channel_holding_an_unacked_message(url)
@@ -105,7 +105,7 @@ def test_the_app_runs_with_the_patch_applied():
 
 def test_requeue_unacked_puts_a_dead_consumers_message_back_first_in_line(redis_url):
     """recovery.py reads kombu's unacked hash ([payload, exchange, routing key] by tag) and restore_by_tag."""
-    url = _db(redis_url, 7)
+    url = _db(redis_url, 11)
     conn, channel = _channel_holding_an_unacked_message(url)
     channel.basic_publish(channel.prepare_message("second"), exchange="", routing_key="internals")
     client = redis.Redis.from_url(url)
@@ -135,7 +135,7 @@ def _chord_sent(app: Celery):
 
 def test_a_sent_chord_leaves_no_result_subscription_where_stock_celery_would(redis_url):
     """tasks/backend.py overrides on_task_call and add_pending_result; upstream still subscribes in both."""
-    url = _db(redis_url, 7)
+    url = _db(redis_url, 11)
     ours = configure(Celery("ours"), Settings.from_env({"CUTOUT_BROKER_URL": url}))
     _chord_sent(ours)
     assert isinstance(ours.backend, SendOnlyRedisBackend)
@@ -153,11 +153,11 @@ def test_a_sent_chord_leaves_no_result_subscription_where_stock_celery_would(red
 
 def test_configuring_the_app_again_sends_to_the_new_broker_and_backend(redis_url):
     """configure() resets the broker pools and backend Celery caches (the attributes Celery._after_fork resets)."""
-    first, second = _db(redis_url, 6), _db(redis_url, 7)
+    first, second = _db(redis_url, 10), _db(redis_url, 11)
     app = configure(Celery("t"), Settings.from_env({"CUTOUT_BROKER_URL": first}))
     app.send_task("t.one", (1,))
-    assert app.backend.connparams["db"] == 6
+    assert app.backend.connparams["db"] == 10
     configure(app, Settings.from_env({"CUTOUT_BROKER_URL": second}))
     app.send_task("t.one", (2,))
     assert [redis.Redis.from_url(url).llen("cpu") for url in (first, second)] == [1, 1]
-    assert app.backend.connparams["db"] == 7
+    assert app.backend.connparams["db"] == 11
