@@ -8,6 +8,7 @@ task (see `update_item`): only `requeue`, a new run the user asked for, starts i
 import json
 import time
 import uuid
+from collections.abc import Callable
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -63,19 +64,24 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, retention_s: float = 24 * 3600):
+    def __init__(self, client: redis.Redis, retention_s: float = 24 * 3600,
+                 clock: Callable[[], float] = time.time):
         self.r = client
         self.retention_s = retention_s
+        # Every timestamp the store writes (progress, creation, deletion) comes from here, so that the
+        # watchdog's tests move a clock instead of sleeping past the stall limit.
+        self.clock = clock
 
     @classmethod
-    def from_url(cls, url: str, retention_s: float = 24 * 3600) -> "JobStore":
+    def from_url(cls, url: str, retention_s: float = 24 * 3600,
+                 clock: Callable[[], float] = time.time) -> "JobStore":
         # A Redis restart (AOF brings the data back) takes a second or two: each command rides
         # it out for ~10 s (0.1, 0.2, 0.4, 0.8, then 1 s apart) instead of failing whichever task
         # touched Redis then. redis-py's default gives up after 3 quick tries.
         retry = Retry(ExponentialBackoff(cap=1, base=0.05), 12)
         client = redis.Redis.from_url(url, decode_responses=True, retry=retry,
                                       retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-        return cls(client, retention_s)
+        return cls(client, retention_s, clock)
 
     def _k(self, job: str, part: str = "") -> str:
         return f"cutout:job:{job}" + (f":{part}" if part else "")
@@ -88,7 +94,7 @@ class JobStore:
                rejected: dict[int, str] | None = None, model: str = DEFAULT_MODEL) -> None:
         """Record a new job; `rejected` items (index -> reason) start out failed and never run."""
         rejected = rejected or {}
-        now = time.time()
+        now = self.clock()
         pipe = self.r.pipeline()
         pipe.hset(self._k(job), mapping={"id": job, "owner": owner, "created": now, "status": "queued",
                                          "options": json.dumps(options), "model": model, "total": len(names),
@@ -160,7 +166,7 @@ class JobStore:
         if not self.r.eval(_SET_ITEM, 3, *sets, str(i), state, json.dumps(fields), int(force)):
             return False
         pipe = self.r.pipeline()
-        self._progressed(pipe, job, time.time())
+        self._progressed(pipe, job, self.clock())
         pipe.eval(_START, 1, self._k(job))
         pipe.execute()
         self._event(job, {"i": i, "state": state, "error": fields.get("error", "") if state == "failed" else ""})
@@ -182,7 +188,7 @@ class JobStore:
         if status in ("done", "failed"):
             pipe.zrem(_ACTIVE, job)
         else:
-            self._progressed(pipe, job, time.time())
+            self._progressed(pipe, job, self.clock())
         pipe.execute()
         self._event(job, {"status": status, "error": fields.get("error", "")})
 
@@ -261,8 +267,8 @@ class JobStore:
         if owner:
             pipe.zrem(f"cutout:jobs:{owner}", job)
         # Kept as long as a record would be: a task redelivered hours later still finds it.
-        pipe.set(self._tombstone(job), time.time(), ex=int(self.retention_s))
-        pipe.zadd(_DELETED, {job: time.time()})
+        pipe.set(self._tombstone(job), self.clock(), ex=int(self.retention_s))
+        pipe.zadd(_DELETED, {job: self.clock()})
         pipe.execute()
 
     def deleted(self, job: str) -> bool:

@@ -7,6 +7,7 @@ from celery.utils.log import get_task_logger
 from tasks import keys, metrics
 from tasks.app import app
 from tasks.context import jobs, settings, storage
+from tasks.jobs import JobStore
 
 log = get_task_logger(__name__)
 # The purge deletes a deleted job's objects again this long after the DELETE (beat runs it every 20 s):
@@ -54,11 +55,16 @@ def purge(after_s: float = PURGE_AFTER_S) -> int:
 @app.task(name="cutout.watchdog")
 def watchdog() -> list[str]:
     """Fail every job that made no progress for the stall timeout, saying why: no job stays `running` forever."""
-    limit, now = settings().stall_timeout, time.time()
+    return fail_stalled(jobs(), settings().stall_timeout)
+
+
+def fail_stalled(store: JobStore, limit: float) -> list[str]:
+    """The watchdog's work on `store`, at the store's clock: the jobs it failed."""
+    now = store.clock()
     failed = []
-    for job in jobs().stalled(now, limit):
+    for job in store.stalled(now, limit):
         reason = f"no progress for {_duration(limit)} (a worker or the broker was lost); retry the job"
-        if jobs().fail_if_stalled(job, now - limit, reason):
+        if store.fail_if_stalled(job, now - limit, reason):
             log.error("job stalled", extra={"job": job, "reason": reason})
             metrics.jobs_total.labels("failed").inc()
             failed.append(job)
