@@ -75,8 +75,14 @@ def test_cuda_without_a_gpu_refuses_instead_of_falling_back():
         resolve_device("cuda")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a GPU")
 def test_auto_device_uses_cpu_without_a_gpu():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this host")
+def test_auto_device_takes_the_gpu_when_there_is_one():
+    assert resolve_device("auto").type == "cuda"
 
 
 def test_unknown_device_is_refused():
