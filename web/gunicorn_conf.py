@@ -5,6 +5,7 @@ Every mode starts the web app with this file, so every mode gets the same worker
 
 import os
 import resource
+import tempfile
 
 from web import server
 
@@ -24,6 +25,9 @@ graceful_timeout = 30
 # length of that timeout is web.server's CUTOUT_HEADER_TIMEOUT, not this.
 keepalive = 5
 accesslog = None  # the app logs each request as one JSON line with its user and duration
+# gunicornc's control socket (gunicorn >= 25.1) defaults to ~/.gunicorn/, which a read-only root
+# (the containers, the pods) can't create: it goes to the temp dir, one per master (its pid).
+control_socket = os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"gunicorn-{os.getpid()}.ctl")
 
 # Each connection holds a socket and a large upload one temporary file per photo until the request
 # ends (web/uploads.py): the soft limit on open files (often 1,024) goes up to the hard one.
