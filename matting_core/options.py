@@ -5,6 +5,10 @@ from dataclasses import dataclass, replace
 from matting_core.compose import parse_color
 
 FORMATS = ("png", "jpg", "webp")
+# The integer options' inclusive ranges: Options checks them, and the web API's schema (web/schemas.py)
+# states the same numbers to clients, so the document and the check cannot disagree.
+RANGES: dict[str, tuple[int, int]] = {"alpha_threshold": (0, 255), "erode_kernel": (0, 50),
+                                      "feather_radius": (0, 50), "quality": (1, 100)}
 
 
 @dataclass(frozen=True)
@@ -28,14 +32,10 @@ class Options:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
-        if not 0 <= self.alpha_threshold <= 255:
-            raise ValueError(f"alpha_threshold {self.alpha_threshold} must be within 0-255")
-        if not 0 <= self.erode_kernel <= 50:
-            raise ValueError(f"erode_kernel {self.erode_kernel} must be within 0-50 px")
-        if not 0 <= self.feather_radius <= 50:
-            raise ValueError(f"feather_radius {self.feather_radius} must be within 0-50 px")
-        if self.quality is not None and not 1 <= self.quality <= 100:
-            raise ValueError(f"quality {self.quality} must be within 1-100")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise ValueError(f"{name} {value} must be within {low}-{high}")
         if self.bg_color is not None:
             rgba = parse_color(self.bg_color)  # raises ValueError naming the accepted forms
             if self.format == "jpg" and rgba[3] < 255 and not self.mask:

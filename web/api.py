@@ -196,12 +196,13 @@ def _typed(event: dict) -> dict:
     return {k: int(v) if k in ("i", "done", "failed", "total") and str(v).isdigit() else v for k, v in event.items()}
 
 
-def _serve(key: str, download_name: str, mimetype: str, redirect_ok: bool = False, stream=None):
+def _serve(key: str, download_name: str, mimetype: str, redirect_ok: bool = False, stream=None,
+           endpoint_url: str | None = None):
     """A stored file as an attachment that no browser renders as a page (web.sniff.SERVED_HEADERS)."""
     storage = services().storage
     if redirect_ok and not isinstance(storage, LocalStorage):
         # short-lived: a leaked link soon stops working
-        return redirect(storage.url(key, expires=600)), 302, sniff.SERVED_HEADERS
+        return redirect(storage.url(key, expires=600, endpoint_url=endpoint_url)), 302, sniff.SERVED_HEADERS
     if stream is None:
         stream = _open(key)
     response = send_file(stream, mimetype=mimetype, as_attachment=True, download_name=download_name, max_age=0)
@@ -222,7 +223,13 @@ def download(job):
     record = own_job(job)
     if record["status"] != "done" or not record.get("zip_key"):
         raise ApiError(409, "not_ready", f"job {job} is {record['status']}; the zip exists once it is done")
-    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip", redirect_ok=True)
+    # A presigned link only where the client can follow it: AWS S3 (no endpoint of our own) or the
+    # store's public address; an internal one (compose's http://minio:9000) means nothing to a
+    # browser, so then the zip streams through the app.
+    settings = services().settings
+    public = settings.s3_public_endpoint_url
+    return _serve(record["zip_key"], f"cutout-{job}.zip", "application/zip",
+                  redirect_ok=bool(public) or not settings.s3_endpoint_url, endpoint_url=public)
 
 
 @bp.get("/jobs/<job>/items/<int:i>")
@@ -294,6 +301,10 @@ def recompose_job(job):
     elif not isinstance(values, dict):
         raise ApiError(400, "invalid_body", f"the JSON body is {type(values).__name__}, not an object; send the "
                                             'options as an object, e.g. {"format": "webp"}')
+    if not forms.given_options(values):
+        # Said once, here and in the document (web/schemas.py RecomposeBody): not "the same options again".
+        raise ApiError(400, "no_options", f"send at least one option to change ({', '.join(forms.FIELDS)} or "
+                                          'preset), as form fields or a JSON object, e.g. {"format": "webp"}')
     options = forms.parse(values)
     _same_model(values, record["model"])
     todo = recompose(services().storage, services().jobs, job, options)

@@ -4,14 +4,14 @@ Both run through the same jobs and workers as /api/v1, waiting for the result.
 """
 
 import base64
-import binascii
 import io
+import re
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from PIL import Image
 
 from tasks.submit import create_job
-from web import fetch, forms, quota, uploads
+from web import fetch, forms, quota, schemas, uploads
 from web.api import check_active_jobs, release_active_job, requested_model, single_result, submit
 from web.auth import api_user_required
 from web.errors import ApiError
@@ -19,7 +19,6 @@ from web.extensions import limiter, services
 from web.waiting import wait_for_job
 
 bp = Blueprint("compat", __name__)
-_SIZES = {"auto", "preview", "small", "regular", "medium", "hd", "4k", "full", "50mp"}
 
 
 @bp.post("/api/batch-process")
@@ -38,34 +37,40 @@ def batch_process():
 
 def _removebg_options():
     form = request.form
-    fmt = (form.get("format") or "auto").lower()
-    if fmt == "zip":
+    if (form.get("format") or "").lower() == "zip":
         raise ApiError(400, "unsupported_format", "format=zip is not offered; use png, jpg, webp or auto")
-    if (form.get("size") or "auto").lower() not in _SIZES:
-        raise ApiError(400, "invalid_size", f"size={form.get('size')!r}: use one of {', '.join(sorted(_SIZES))}")
-    channels = (form.get("channels") or "rgba").lower()
-    if channels not in ("rgba", "alpha"):
-        raise ApiError(400, "invalid_channels", f"channels={channels!r}: use rgba or alpha")
-    bg = form.get("bg_color") or None
+    fields = forms.validated(schemas.RemoveBgForm, form, ("size", "format", "bg_color", "channels", "crop"),
+                             {"size": "invalid_size", "channels": "invalid_channels"})
+    bg = fields.bg_color
     # remove.bg's "auto": PNG while the result is transparent, JPG once it sits on a colour.
-    fmt = ("jpg" if bg else "png") if fmt == "auto" else fmt
-    values = {"format": fmt, "bg_color": bg, "crop": form.get("crop") or "false",
-              "mask": "true" if channels == "alpha" else "false"}
-    return forms.parse(values)
+    fmt = fields.format or "auto"
+    fmt = ("jpg" if bg and bg not in schemas.COLOR_WORDS else "png") if fmt == "auto" else fmt
+    values = {"format": fmt, "crop": fields.crop or False, "mask": fields.channels == "alpha"}
+    return forms.parse(values | ({"bg_color": bg} if bg else {}))
 
 
 def _removebg_image() -> tuple[str, bytes]:
-    if "image_file" in request.files:
+    sent = schemas.present(schemas.RemoveBgForm.SOURCES, set(request.files) | set(request.form))
+    if len(sent) != 1:
+        given = f"got {', '.join(sent)}" if sent else "got none"
+        raise ApiError(400, "missing_source" if not sent else "several_sources",
+                       f"send exactly one of image_file, image_file_b64 or image_url ({given})")
+    [source] = sent
+    if (source == "image_file") != (source in request.files):
+        kind = "a file part (with a filename)" if source == "image_file" else "a text field, not a file"
+        raise ApiError(400, f"invalid_{source}", f"{source} must be {kind}")
+    if source == "image_file":
         f = request.files["image_file"]
         data = f.stream.read(current_app.config["MAX_FILE_BYTES"] + 1)
         name = uploads.label(f.filename)
-    elif request.form.get("image_file_b64"):
-        try:
-            data = base64.b64decode(request.form["image_file_b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(400, "invalid_b64", "image_file_b64 is not valid base64") from None
+    elif source == "image_file_b64":
+        text = request.form["image_file_b64"]
+        if not re.fullmatch(schemas.BASE64, text) or not text:
+            raise ApiError(400, "invalid_b64", "image_file_b64 is not valid base64 (A-Z, a-z, 0-9, + and /, "
+                                               "padded with = to a multiple of 4 characters)")
+        data = base64.b64decode(text, validate=True)
         name = "image_file_b64"
-    elif request.form.get("image_url"):
+    else:
         url = request.form["image_url"]
         try:
             name, data = fetch.fetch_image(url, max_bytes=current_app.config["FETCH_MAX_BYTES"],
@@ -75,8 +80,6 @@ def _removebg_image() -> tuple[str, bytes]:
             raise ApiError(400, "invalid_image_url", str(err)) from None
         except fetch.FetchError as err:
             raise ApiError(400, "image_url_refused", str(err)) from None
-    else:
-        raise ApiError(400, "missing_source", "send one of image_file, image_file_b64 or image_url")
     if len(data) > current_app.config["MAX_FILE_BYTES"]:
         raise ApiError(400, "file_too_large", f"{name} is larger than the "
                                                    f"{current_app.config['MAX_FILE_BYTES'] // 2**20} MB limit")

@@ -1,62 +1,75 @@
-"""Options from form fields (or a JSON body), with errors that name the field and what it accepts."""
+"""Options from form fields (or a JSON body), with errors that name the field and what it accepts.
 
-from dataclasses import fields, replace
+The fields, their types, ranges and choices are web/schemas.py's models: the same ones the
+OpenAPI document is rendered from.
+"""
 
-from matting_core.options import Options, resolve_options
-from matting_core.registry import model_choices, model_names
+from dataclasses import replace
+
+from pydantic import BaseModel, ValidationError
+
+from matting_core.options import RANGES, Options, resolve_options
+from matting_core.registry import model_choices
+from web import schemas
 from web.errors import ApiError
 
-_TRUE, _FALSE = {"true", "1", "on", "yes"}, {"false", "0", "off", "no"}
-_BOOLS = {f.name for f in fields(Options) if f.type in (bool, "bool")}
-_INTS = {"alpha_threshold", "erode_kernel", "feather_radius", "quality"}
-FIELDS = ("format", "bg_color", "alpha_threshold", "erode_kernel", "feather_edge", "feather_radius",
-          "refine", "despill", "mask", "quality", "crop")
+FIELDS = tuple(name for name in schemas.OptionFields.NAMES if name != "preset")
 
 
-def _bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise ApiError(400, "invalid_option", f"{name}={value!r} must be true or false")
+def _message(err: dict) -> str:
+    name, value = str(err["loc"][0]), err["input"]
+    if err["type"] in ("greater_than_equal", "less_than_equal"):
+        low, high = RANGES[name]
+        return f"{name} {value} must be within {low}-{high}"
+    shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+    return f"{name}={shown!r} {err['msg']}"
 
 
-def _int(name: str, value) -> int:
+def validated(model: type[BaseModel], values, names, codes: dict | None = None) -> BaseModel:
+    """`model` from the fields `names` that `values` (a form or dict) carries; 400 naming the first bad
+    one, with the error code `codes` gives that field (invalid_option by default)."""
+    given = {name: values.get(name) for name in names if name in values}
     try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ApiError(400, "invalid_option", f"{name}={value!r} must be a whole number") from None
+        return model.model_validate(given)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ApiError(400, (codes or {}).get(first["loc"][0], "invalid_option"), _message(first)) from None
+
+
+def given_options(values) -> dict:
+    """The option fields `values` carries, validated (400 naming a bad one); unknown fields are ignored."""
+    return validated(schemas.OptionFields, values, schemas.OptionFields.NAMES).model_dump(exclude_unset=True)
 
 
 def parse(values, base: dict | None = None) -> Options:
-    """`values`: a form or dict. Unknown fields are ignored; empty ones count as unset."""
-    given = {k: values.get(k) for k in FIELDS if values.get(k) not in (None, "")}
-    parsed = dict(base or {})
-    for name, value in given.items():
-        if name in _BOOLS:
-            parsed[name] = _bool(name, value)
-        elif name in _INTS:
-            parsed[name] = _int(name, value)
-        else:
-            parsed[name] = str(value).strip().lower() if name == "format" else str(value).strip()
+    """`values`: a form or dict. Unknown fields are ignored; a field that is sent must be valid."""
+    given = given_options(values)
+    preset = given.pop("preset", None)
+    parsed = dict(base or {}) | given
     if parsed.get("format") == "jpeg":
         parsed["format"] = "jpg"
     # "transparent" (or "none") must beat a preset's colour, and None would mean "unset".
-    transparent = str(parsed.get("bg_color", "")).lower() in ("transparent", "none")
+    transparent = str(parsed.get("bg_color", "")) in schemas.COLOR_WORDS
     if transparent:
         del parsed["bg_color"]
     try:
-        options = resolve_options(values.get("preset") or None, **parsed)
+        options = resolve_options(preset, **parsed)
         return replace(options, bg_color=None) if transparent else options
     except (ValueError, TypeError) as err:
         raise ApiError(400, "invalid_option", str(err)) from None
 
 
+class _Model(BaseModel):
+    model: schemas.ModelName
+
+
 def model(values, default: str) -> str:
-    """The `model` field (a registry name), or `default` when it is missing or empty. Not an
+    """The `model` field (a registry name, any case), or `default` when it is not sent. Not an
     option of Options: a preset never changes it, and a recompose cannot (it reuses the alpha maps)."""
-    name = str(values.get("model") or default).strip().lower()
-    if name not in model_names():
-        raise ApiError(400, "invalid_option", f"model={name!r} is not offered; choose one of {model_choices()}")
-    return name
+    if "model" not in values:
+        return default
+    try:
+        return _Model.model_validate({"model": values.get("model")}).model
+    except ValidationError:
+        raise ApiError(400, "invalid_option", f"model={values.get('model')!r} is not offered; choose one of "
+                                              f"{model_choices()}") from None

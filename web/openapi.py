@@ -1,26 +1,106 @@
-"""GET /api/v1/openapi.json: the API described for clients and generators (OpenAPI 3.1)."""
+"""GET /api/v1/openapi.json: the API described for clients and generators (OpenAPI 3.1).
+
+Rendered, not written: request bodies from the models the server validates with (web/schemas.py)
+and answers from web/schemas_responses.py. What is written here is which route answers which
+status; tests/reliability/test_contract.py fuzzes a real server against the result.
+"""
+
+import copy
 
 from flask import Blueprint, jsonify
+from pydantic.json_schema import models_json_schema
 
-from matting_core.registry import model_choices, model_names
-from web import paging
+from matting_core.registry import model_choices
+from web import schemas, schemas_responses
 from web.auth import api_user_required
 from web.extensions import services
-from web.forms import FIELDS
 
 bp = Blueprint("openapi", __name__)
-
-_OPTION_TYPES = {"alpha_threshold": "integer", "erode_kernel": "integer", "feather_radius": "integer",
-                 "quality": "integer", "feather_edge": "boolean", "refine": "boolean", "despill": "boolean",
-                 "mask": "boolean", "crop": "boolean"}
-OPTIONS = {name: {"type": _OPTION_TYPES.get(name, "string")} for name in FIELDS} | {
-    "format": {"type": "string", "enum": ["png", "jpg", "webp"]},
-    "preset": {"type": "string", "enum": ["id-photo", "ecommerce", "avatar"]},
-    "bg_color": {"type": "string", "description": "#rrggbb, #rrggbbaa, rrggbb or a CSS colour name"},
+_REF = "#/components/schemas/{model}"
+_FORMS = {"JobForm": schemas.JobForm, "RemoveForm": schemas.RemoveForm, "BatchForm": schemas.BatchForm,
+          "RecomposeBody": schemas.RecomposeBody, "RemoveBgForm": schemas.RemoveBgForm}
+_MEANING = {
+    400: "invalid input; the message names the field and what it accepts",
+    401: "no or invalid credentials (WWW-Authenticate says how to send them)",
+    404: "no such job among yours (another user's job id answers the same)",
+    409: "the job or item is not in a state that allows this; the message says which",
+    413: "upload too large (request_too_large, archive_too_large, zip_bomb, too_many_files) or past your storage "
+         "quota (quota_exceeded: used, limit and needed in the message; delete finished jobs)",
+    422: "the image could not be processed (the message says why)",
+    429: "too many requests, running jobs or open streams; wait Retry-After seconds",
+    504: "still working after CUTOUT_SYNC_TIMEOUT; follow the job (Location)",
 }
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_STATUSES = ["queued", "running", "done", "failed"]
-_JOB_PATH = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
+_RETRY_AFTER = {"Retry-After": {"required": True, "description": "seconds to wait", "schema": {"type": "string",
+                                                                                             "pattern": "^[0-9]+$"}}}
+_BINARY = schemas.BINARY
+# On every item and zip response (web/sniff.py): a stored file is data, never a page.
+_SERVED_HEADERS = {"Content-Disposition": {"schema": {"type": "string", "pattern": "^attachment; filename="}},
+                   "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+                   "Content-Security-Policy": {"schema": {"type": "string", "const": "sandbox; default-src 'none'"}}}
+_IMAGE = {f"image/{kind}": {"schema": _BINARY} for kind in ("png", "jpeg", "webp")}
+_JOB = [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}]
+# Each event as an EventSource sees it (OpenAPI 3.1 has no event schema of its own: `schema` is one event,
+# its JSON `data` described by contentSchema, as OpenAPI 3.2 does it).
+_EVENTS = {"oneOf": [
+    {"type": "object", "required": ["event", "data"], "description": f"`{name}`: {what}",
+     "properties": {"event": {"const": name}, "id": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
+                    "data": {"type": "string", "contentMediaType": "application/json",
+                             "contentSchema": {"$ref": _REF.format(model=model)}}}}
+    for name, model, what in (("snapshot", "Snapshot", "first, unless resuming; its id is where the stream starts"),
+                              ("progress", "Progress", "an item changed state, or (no `i`) the job ended"))]}
+
+
+def _clean(schema):
+    """pydantic's titles and `default: null` say nothing a client can use; drop them. The colour
+    schema is named once in components: its ~150 colour names would otherwise fill every form."""
+    if isinstance(schema, dict):
+        schema = {k: v for k, v in schema.items() if k != "title" and not (k == "default" and v is None)}
+        if schema == schemas.COLOR_SCHEMA:
+            return {"$ref": _REF.format(model="Color")}
+        return {k: _clean(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_clean(v) for v in schema]
+    return schema
+
+
+def _components() -> tuple[dict, dict]:
+    """(response schemas for components, request body schemas to inline), rendered once."""
+    models = [(m, "serialization") for m in schemas_responses.RESPONSES] + [(m, "validation") for m in _FORMS.values()]
+    refs, defs = models_json_schema(models, ref_template=_REF)
+    defs = _clean(defs["$defs"])
+    forms = {name: defs.pop(name) for name in _FORMS}
+    return defs | {"Color": schemas.COLOR_SCHEMA}, forms
+
+
+_SCHEMAS, _FORM_SCHEMAS = _components()
+
+
+def _answer(status: int, body: str | None = None) -> dict:
+    shape = body or ("RemoveBgErrors" if status < 0 else "Error")
+    answer = {"description": _MEANING[abs(status)], "content": {"application/json": {"schema": {"$ref": _REF.format(
+        model=shape)}}}}
+    if abs(status) == 429:
+        answer["headers"] = _RETRY_AFTER
+    return answer
+
+
+def _errors(*codes: int, removebg: bool = False) -> dict:
+    return {str(c): _answer(-c if removebg else c) for c in codes}
+
+
+def _json(description: str, model: str, headers: dict | None = None) -> dict:
+    answer = {"description": description, "content": {"application/json": {"schema": {"$ref": _REF.format(
+        model=model)}}}}
+    return answer | ({"headers": headers} if headers else {})
+
+
+def _form(name: str, default_model: str, *media: str) -> dict:
+    schema = copy.deepcopy(_FORM_SCHEMAS[name])
+    if "model" in schema["properties"]:
+        schema["properties"]["model"] |= {
+            "default": default_model,
+            "description": f"the model to run: {model_choices()}; a retry or a recompose keeps the job's"}
+    return {"required": True, "content": {m: {"schema": schema} for m in media or ("multipart/form-data",)}}
 
 
 def _page(limit: str, cursor: str, default: int, maximum: int, what: str) -> list[dict]:
@@ -31,156 +111,33 @@ def _page(limit: str, cursor: str, default: int, maximum: int, what: str) -> lis
              "description": f"where the previous page of {what} ended: its opaque next cursor, unchanged"}]
 
 
-_NEXT = {"type": ["string", "null"]}  # the next page's cursor or URL; null on the last page
-
-
-def _multipart(properties: dict, required: list[str] | None = None) -> dict:
-    schema = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = required
-    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
-
-
-def _json(description: str, schema: dict | None = None) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
-
-
-def _errors(*codes: int) -> dict:
-    meaning = {400: "invalid input; the message says what to change", 401: "no or invalid credentials",
-               404: "no such job among yours", 409: "not in a state that allows this",
-               413: "upload too large (request_too_large, zip_bomb, too_many_files) or past your storage quota "
-                    "(quota_exceeded: used, limit and needed in the message; delete finished jobs)",
-               422: "the image could not be processed", 429: "too many requests or running jobs (Retry-After)",
-               504: "still working; follow the job"}
-    return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
-
-
-_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
-_BINARY = {"type": "string", "format": "binary"}
-# On every item and zip response (web/sniff.py): a stored file is data, never a page.
-_SERVED_HEADERS = {"Content-Disposition": {"schema": {"type": "string", "pattern": "^attachment; filename="}},
-                   "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
-                   "Content-Security-Policy": {"schema": {"type": "string", "const": "sandbox; default-src 'none'"}}}
-_IMAGE = {"description": "the cutout", "content": {f"image/{t}": {"schema": _BINARY} for t in ("png", "jpeg", "webp")}}
-
-def model_schema(default: str) -> dict:
-    return {"type": "string", "enum": model_names(), "default": default,
-            "description": f"the model to run: {model_choices()}; a retry or a recompose keeps the job's"}
+def _links() -> dict:
+    """From a new job to what can be done with it: the stateful fuzzing follows these."""
+    job = {"job": "$response.body#/job_id"}
+    return {op: {"operationId": op, "parameters": job} for op in
+            ("getJob", "getJobEvents", "downloadJob", "retryJob", "recomposeJob", "deleteJob")}
 
 
 def document(default_model: str) -> dict:
     """The OpenAPI document; `model` defaults to the service's default (CUTOUT_DEFAULT_MODEL)."""
-    model = {"model": model_schema(default_model)}
+    from web.openapi_paths import paths
+
     return {
         "openapi": "3.1.0",
-        "info": {"title": "cutout", "version": "1", "description": "Background removal for one photo or thousands."},
+        "info": {"title": "cutout", "version": "1", "description": (
+            "Background removal for one photo or thousands. Errors under /api/ are "
+            '{"error": {"code", "message"}} (under /v1.0/, remove.bg\'s {"errors": [...]}) with a message that '
+            "says what to change; a method a path does not offer is a 405 with Allow; every answer carries "
+            "X-RateLimit-* headers and a 429 carries Retry-After. Form fields are strict: integers are ASCII "
+            "digits, a field that is sent must be valid (an empty one is not 'unset'), and choice words "
+            "(formats, presets, models, colour names, true/false) are case-insensitive.")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
-            "schemas": _schemas(model),
+            "schemas": copy.deepcopy(_SCHEMAS),
         },
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": _job_paths(model) | _waiting_paths(model) | {
-            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI")}}}},
-    }
-
-
-def _schemas(model: dict) -> dict:
-    summary = {"type": "object", "properties": {
-        "job_id": {"type": "string"}, "status": {"type": "string", "enum": _STATUSES}, **model,
-        "total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
-        "created": {"type": "number"}, "status_url": {"type": "string"}}}
-    job = {"type": "object", "properties": summary["properties"] | {
-        "options": {"type": "object"}, "error": {"type": ["string", "null"]}, "items": {"type": "array"},
-        "events_url": {"type": "string"}, "download_url": {"type": ["string", "null"]},
-        "items_next_cursor": _NEXT, "items_next": _NEXT}}
-    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}}}}}
-    return {"Error": error, "JobSummary": summary, "Job": job}
-
-
-def _job_paths(model: dict) -> dict:
-    jobs = {"type": "object", "properties": {"jobs": {"type": "array",
-                                                       "items": {"$ref": "#/components/schemas/JobSummary"}},
-                                         "next_cursor": _NEXT, "next": _NEXT}}
-    return {
-        "/api/v1/jobs": {
-            "post": {"summary": "Start a batch job", "requestBody": _multipart(
-                {"images": _FILES, "archive": _BINARY} | OPTIONS | model),
-                "responses": {"202": _json("accepted: {job_id, status_url, events_url, total}")
-                              } | _errors(400, 401, 413, 429)},
-            "get": {"summary": "My jobs, newest first, a page at a time (follow `next`)",
-                    "parameters": _page("limit", "cursor", paging.JOBS_LIMIT, paging.JOBS_MAX, "jobs"),
-                    "responses": {"200": _json("{jobs: [...], next_cursor, next}", jobs)} | _errors(400, 401)},
-        },
-        "/api/v1/jobs/{job}": {
-            "parameters": _JOB_PATH,
-            "get": {"summary": "Status, model, counters and a page of items (follow `items_next`)",
-                    "parameters": _page("items_limit", "items_cursor", paging.ITEMS_LIMIT, paging.ITEMS_MAX, "items"),
-                    "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"})}
-                    | _errors(400, 401, 404)},
-            "delete": {"summary": "Delete the job and its files", "responses": {"204": {"description": "deleted"}}
-                       | _errors(401, 404)},
-        },
-        "/api/v1/jobs/{job}/events": {"parameters": _JOB_PATH, "get": {
-            "summary": "Progress as Server-Sent Events (snapshot, then progress)",
-            "description": "A stream ends after CUTOUT_STREAM_SECONDS (300 by default); reconnect with the "
-                           "Last-Event-ID header (EventSource does) to get every event after it. A user holds "
-                           "CUTOUT_MAX_STREAMS_PER_USER streams at most (429 past it).",
-            "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
-                 "description": "start after this event id instead of now"},
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
-                 "description": "resume after this event id (no snapshot)"}],
-            "responses": {"200": {"description": "text/event-stream",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
-            | _errors(400, 401, 404, 429)}},
-        "/api/v1/jobs/{job}/download": {"parameters": _JOB_PATH, "get": {
-            "summary": "The zip (a redirect to a presigned URL on S3)",
-            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": _BINARY}},
-                                  "headers": _SERVED_HEADERS},
-                          "302": {"description": "presigned URL"}} | _errors(401, 404, 409)}},
-        "/api/v1/jobs/{job}/items/{i}": {
-            "parameters": _JOB_PATH + [
-                {"name": "i", "in": "path", "required": True, "schema": {"type": "integer"}},
-                {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["output", "alpha", "input"]}}],
-            "get": {"summary": "One image of the job, as an attachment",
-                    "description": "The input goes out as the image type its bytes show (else "
-                                   "application/octet-stream), never as its name says; a non-image that failed is "
-                                   "a 404. Outputs and alpha maps carry their own format and the zip's name.",
-                    "responses": {"200": {"description": "the image", "headers": _SERVED_HEADERS}}
-                    | _errors(400, 401, 404, 409)}},
-        "/api/v1/jobs/{job}/retry": {"parameters": _JOB_PATH, "post": {
-            "summary": "Run again what failed or never finished, with the job's model",
-            "responses": {"202": _json("{retried: [...]}")} | _errors(401, 404, 409)}},
-        "/api/v1/jobs/{job}/recompose": {"parameters": _JOB_PATH, "post": {
-            "summary": "New options from the stored alpha maps (no GPU; the model stays the job's: another is a 400)",
-            "requestBody": _multipart(OPTIONS), "responses": {"202": _json("{recomposed: [...]}")}
-            | _errors(400, 401, 404, 409)}},
-    }
-
-
-def _waiting_paths(model: dict) -> dict:
-    """The endpoints that wait for their job and answer with its result."""
-    return {
-        "/api/v1/remove": {"post": {
-            "summary": "One image in, its cutout back",
-            "requestBody": _multipart({"image": _BINARY} | OPTIONS | model, ["image"]),
-            "responses": {"200": _IMAGE} | _errors(400, 401, 413, 422, 429, 504)}},
-        "/api/batch-process": {"post": {
-            "summary": "The original WebUI's batch call; waits for the batch",
-            "requestBody": _multipart({"images": _FILES} | {k: OPTIONS[k] for k in (
-                "format", "bg_color", "alpha_threshold", "feather_edge", "erode_kernel")} | model, ["images"]),
-            "responses": {"200": _json("{status: completed, count, download_url}")} | _errors(400, 401, 413, 504)}},
-        "/v1.0/removebg": {"post": {
-            "summary": "remove.bg-compatible", "requestBody": _multipart({
-                "image_file": _BINARY, "image_file_b64": {"type": "string"}, "image_url": {"type": "string"},
-                "size": {"type": "string"}, "format": {"type": "string", "enum": ["auto", "png", "jpg", "webp"]},
-                "bg_color": {"type": "string"}, "channels": {"type": "string", "enum": ["rgba", "alpha"]},
-                "crop": {"type": "boolean"}} | model),
-            "responses": {"200": _IMAGE, "400": {"description": 'remove.bg errors: {"errors": [{title, code}]}'},
-                          "401": {"description": "no or invalid X-Api-Key"},
-                          "413": {"description": "past the storage quota (quota_exceeded)"}}}},
+        "paths": paths(default_model),
     }
 
 
@@ -188,3 +145,4 @@ def _waiting_paths(model: dict) -> dict:
 @api_user_required
 def openapi():
     return jsonify(document(services().settings.default_model))
+

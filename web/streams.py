@@ -15,7 +15,10 @@ import redis
 from web.errors import ApiError
 
 # A Redis stream id as the `id:` lines carry it ("1733100000000-0"), or its millisecond part alone.
-_POSITION = re.compile(r"\d{1,20}(-\d{1,20})?")
+# ASCII digits (\d takes '٧' too) and 19 at most, so each part fits Redis's 64 bits: past them the
+# stream died after its 200 with Redis's "Invalid stream ID". The OpenAPI document states this pattern.
+POSITION = "[0-9]{1,19}(-[0-9]{1,19})?"
+_POSITION = re.compile(POSITION)
 HEARTBEAT_S = 30  # three keep-alives (one every 10 s at most): a live stream is never taken for a lapsed one
 RECONNECT_MS = 1000  # the browser's wait before it reconnects a stream that ended (its own default is ~3 s)
 

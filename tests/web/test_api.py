@@ -58,12 +58,18 @@ def test_a_job_is_accepted_with_links_to_follow_it(client, users):
 
 
 @pytest.mark.parametrize("form, message", [
-    ({"format": "gif"}, "format 'gif' is not one of png, jpg, webp"),
+    ({"format": "gif"}, "format='gif' is not one of png, jpg, webp"),
     ({"alpha_threshold": "lots"}, "alpha_threshold='lots' must be a whole number"),
     ({"alpha_threshold": "300"}, "alpha_threshold 300 must be within 0-255"),
     ({"feather_edge": "maybe"}, "feather_edge='maybe' must be true or false"),
-    ({"bg_color": "blurple"}, "bg_color 'blurple' is not a colour"),
-    ({"preset": "poster"}, "unknown preset 'poster'"),
+    ({"bg_color": "blurple"}, "bg_color='blurple' is not a colour"),
+    ({"preset": "poster"}, "preset='poster' is not one of id-photo, ecommerce, avatar"),
+    # Strict integers: Python's int() takes each of these; the document says ASCII digits.
+    ({"erode_kernel": " 7 "}, "erode_kernel=' 7 ' must be a whole number written in ASCII digits"),
+    ({"erode_kernel": "\u0667"}, "must be a whole number"),
+    ({"quality": "1_0"}, "quality='1_0' must be a whole number"),
+    ({"quality": "0"}, "quality 0 must be within 1-100"),
+    ({"feather_radius": ""}, "feather_radius='' must be a whole number"),  # sent means set: empty is not unset
     ({"format": "jpg", "bg_color": "#ff000080"}, "translucent"),
 ])
 def test_a_bad_option_is_refused_naming_it(client, users, form, message):
@@ -498,17 +504,27 @@ def test_simultaneous_submits_never_pass_the_running_jobs_cap(app, users, monkey
 # --- errors keep their JSON shape and only the headers HTTP gives them ---------------------------
 
 
-@pytest.mark.parametrize("body", ["[1]", '"x"', "5", "null"])
+@pytest.mark.parametrize("body", ["[1]", '"x"', "5"])
 def test_a_recompose_body_that_is_not_an_object_is_a_400_naming_it(client, users, workers, body):
     headers = users["alice"]["headers"]
     job = post_job(client, headers, ("a.jpg", small_jpeg(size=(96, 64)))).get_json()["job_id"]
     assert wait_done(client, headers, job)["status"] == "done"
     r = client.post(f"/api/v1/jobs/{job}/recompose", data=body, headers=headers, content_type="application/json")
-    if body == "null":  # no options at all: what the form path does without fields
-        assert r.status_code == 202
-        return
     assert r.status_code == 400 and r.mimetype == "application/json"
     assert error_of(r)["code"] == "invalid_body" and "not an object" in error_of(r)["message"]
+
+
+@pytest.mark.parametrize("request_kwargs", [{}, {"data": "null", "content_type": "application/json"},
+                                            {"json": {}}, {"data": {"model": "u2netp"}}, {"json": {"size": "hd"}}])
+def test_a_recompose_without_options_is_a_400_naming_them_not_a_rerun_of_the_defaults(client, users, workers,
+                                                                                       request_kwargs):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg(size=(96, 64))), format="webp").get_json()["job_id"]
+    assert wait_done(client, headers, job)["status"] == "done"
+    r = client.post(f"/api/v1/jobs/{job}/recompose", headers=headers, **request_kwargs)
+    assert r.status_code == 400 and error_of(r)["code"] == "no_options"
+    assert "alpha_threshold" in error_of(r)["message"] and "preset" in error_of(r)["message"]
+    assert client.get(f"/api/v1/jobs/{job}", headers=headers).get_json()["options"]["format"] == "webp"
 
 
 def test_a_405_under_the_api_is_json_with_allow(client, users):
