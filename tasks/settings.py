@@ -1,6 +1,7 @@
 """One typed configuration for the workers and the web app, read from CUTOUT_* variables at the edge."""
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ class Settings:
     storage: str = "local"  # local | s3
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
+    # Where clients outside reach the store, for presigned links (compose's http://minio:9000 means
+    # nothing to a browser); unset with an endpoint of its own, the web app streams downloads itself.
+    s3_public_endpoint_url: str | None = None
     s3_region: str | None = None
     retention_hours: float = 24
     device: str = "auto"
@@ -74,7 +78,7 @@ class Settings:
         return self.models or ((self.default_model,) if self.warm_up else ())
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         get = lambda name, default=None: env.get(f"CUTOUT_{name}") or default  # noqa: E731
 
@@ -95,6 +99,7 @@ class Settings:
             storage=get("STORAGE", "s3" if get("S3_BUCKET") else "local"),
             s3_bucket=get("S3_BUCKET"),
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
+            s3_public_endpoint_url=get("S3_PUBLIC_ENDPOINT_URL"),
             s3_region=get("S3_REGION"),
             retention_hours=number("RETENTION_HOURS", 24, float),
             device=get("DEVICE", "auto"),

@@ -61,7 +61,7 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...
     def prefixes(self, parent: str) -> Iterator[str]: ...
     def newest(self, prefix: str) -> float | None: ...
-    def url(self, key: str, expires: int = 3600) -> str | None: ...
+    def url(self, key: str, expires: int = 3600, endpoint_url: str | None = None) -> str | None: ...
 
 
 def _check_prefix(prefix: str) -> None:
@@ -165,7 +165,7 @@ class LocalStorage:
                     times.append(os.stat(os.path.join(d, name)).st_mtime)
         return max(times, default=None)
 
-    def url(self, key: str, expires: int = 3600) -> str | None:
+    def url(self, key: str, expires: int = 3600, endpoint_url: str | None = None) -> str | None:
         self._path(key)
         return None
 
@@ -317,9 +317,13 @@ class S3Storage:
         times = [o["LastModified"].timestamp() for page in pages for o in page.get("Contents", [])]
         return max(times, default=None)
 
-    def url(self, key: str, expires: int = 3600) -> str | None:
+    def url(self, key: str, expires: int = 3600, endpoint_url: str | None = None) -> str | None:
+        """A presigned GET; `endpoint_url`: the address its holder reaches the store at, if not the
+        one this process uses (CUTOUT_S3_PUBLIC_ENDPOINT_URL). SigV4 signs the host, so the link is
+        signed by a client of that endpoint, not rewritten afterwards."""
         params = {"Bucket": self.bucket, "Key": key}
-        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+        client = s3_client(endpoint_url, self.region) if endpoint_url else self._s3
+        return client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
 
 def _is_missing(error: ClientError) -> bool:

@@ -182,6 +182,17 @@ def test_s3_url_is_a_presigned_link_that_downloads_the_object(s3_storage):
         assert reply.read() == data
 
 
+def test_s3_url_for_a_public_endpoint_is_signed_for_that_address_and_downloads(s3_storage):
+    # The same moto_server under another name, as a browser reaches compose's MinIO on localhost.
+    public = s3_storage.endpoint_url.replace("127.0.0.1", "localhost")
+    data = os.urandom(5000)
+    s3_storage.put("jobs/j/cutout-j.zip", data)
+    url = s3_storage.url("jobs/j/cutout-j.zip", expires=60, endpoint_url=public)
+    assert url.startswith(f"{public}/{s3_storage.bucket}/jobs/j/cutout-j.zip?") and "X-Amz-Signature=" in url
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.read() == data
+
+
 BAD_KEYS = [
     "",
     "/",
