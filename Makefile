@@ -34,6 +34,7 @@ test-slow: weights
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy matting_core tasks
 
 bench: weights
 	$(PY) -m bench.cpu_stages

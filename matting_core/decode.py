@@ -12,14 +12,14 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError, features
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
 from matting_core.errors import ImageTooLargeError, UnsupportedImageError
 
@@ -91,7 +91,7 @@ def _turbo_rgb(im: Image.Image, data: bytes) -> np.ndarray | None:
 # ImageOps.exif_transpose applies (2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90
 # clockwise, 7 transverse, 8 rotate 90 counter-clockwise).
 _FLIP_X, _FLIP_Y, _FLIP_XY = 1, 0, -1  # cv2.flip codes
-_UPRIGHT = {
+_UPRIGHT: dict[int, tuple[tuple[Callable[..., np.ndarray], int | None], ...]] = {
     2: ((cv2.flip, _FLIP_X),),
     3: ((cv2.rotate, cv2.ROTATE_180),),
     4: ((cv2.flip, _FLIP_Y),),
@@ -132,8 +132,10 @@ def image_size(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) 
     with _open(data, name, max_pixels) as im, _translated(data, name, max_pixels):
         # Pillow >= 12 reports a TIFF's size already upright (it rotates on
         # load); the tags keep the stored size on every version.
-        tiff = im.format == "TIFF"
-        width, height = (im.tag_v2[256], im.tag_v2[257]) if tiff else im.size
+        if im.format == "TIFF" and isinstance(im, TiffImagePlugin.TiffImageFile):
+            width, height = im.tag_v2[256], im.tag_v2[257]
+        else:
+            width, height = im.size
         orientation = _header_orientation(im)
     return (height, width) if orientation in _SWAPS_SIDES else (width, height)
 

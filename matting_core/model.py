@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -116,12 +117,14 @@ class MattingModel:
             # (fp32 and bf16, both models), so they stay as loaded: u2net's load() takes ~0.05 s,
             # not ~0.5 s (2-core EPYC; 1-2 s when the box was busy).
             memory_format = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
-            net = net.eval().to(self.device, memory_format=memory_format)
+            # Module.to takes memory_format (as Tensor.to does); torch's overloads for it leave it out.
+            net = net.eval().to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
             if self.compiled:
                 # Inductor caches its kernels on disk (TORCHINDUCTOR_CACHE_DIR), so a restarted
                 # worker recompiles from the cache in seconds instead of ~40 s.
                 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((self._home or cutout_home()) / "inductor"))
-                net = torch.compile(net, dynamic=False)
+                # Compiling a Module gives an OptimizedModule, a Module (torch.compile is typed for any callable).
+                net = cast(torch.nn.Module, torch.compile(net, dynamic=False))
             self._net = net
         return self
 
@@ -141,7 +144,8 @@ class MattingModel:
                 f"{self.spec.name} takes float32 Nx3x{size}x{size}, got {batch.dtype} {batch.shape}; "
                 "build it with matting_core.preprocess.normalize and to_batch"
             )
-        self.load()
+        net = self.load()._net
+        assert net is not None  # load() built it
         n = len(batch)
         if self.compiled and bucket(n) != n:
             batch = np.concatenate([batch, np.zeros((bucket(n) - n, *batch.shape[1:]), np.float32)])
@@ -155,7 +159,7 @@ class MattingModel:
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.dtype, enabled=self.dtype is not None
         ):
-            pred = self._net(x)[:n, 0].float()
+            pred = net(x)[:n, 0].float()
         lo = pred.amin(dim=(1, 2), keepdim=True)
         hi = pred.amax(dim=(1, 2), keepdim=True)
         # Min–max per image as the reference code does; a flat map stays 0 instead of NaN.

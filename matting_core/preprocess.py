@@ -10,7 +10,7 @@ def normalize(
     """uint8 H×W×3 -> float32 3×size×size: Lanczos resize, divide by the image max, mean/std."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}; decode with matting_core.decode")
-    small = np.asarray(Image.fromarray(rgb).resize((size, size), Image.LANCZOS), dtype=np.float32)
+    small = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
     # Dividing by the image's own max (not 255) is what the reference code does;
     # an all-black image would divide by zero, so it stays as zeros instead.
     small /= max(float(small.max()), 1.0)

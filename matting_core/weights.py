@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # torch is imported by the model, not by code that only names
     import torch
 
 
-def cutout_home(env: dict | None = None) -> Path:
+def cutout_home(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("CUTOUT_HOME") or Path.home() / ".cache" / "cutout")
 

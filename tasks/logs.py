@@ -5,6 +5,7 @@ CUTOUT_LOG_FORMAT=text keeps Celery's and Flask's plain lines (for a terminal).
 
 import logging
 import os
+from collections.abc import Mapping
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -23,7 +24,7 @@ class _TaskIds(logging.Filter):
         return True
 
 
-def json_enabled(env: dict | None = None) -> bool:
+def json_enabled(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     return (env.get("CUTOUT_LOG_FORMAT") or "json").lower() != "text"
 

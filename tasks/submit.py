@@ -14,6 +14,7 @@ On Redis, priority 0 is taken first (tasks/app.py PRIORITY_STEPS); launch and pa
 none, i.e. 0. A retry or a redelivery keeps a message's priority (kombu restores it to its list).
 """
 
+import functools
 from dataclasses import asdict
 from typing import BinaryIO
 
@@ -56,7 +57,7 @@ def record_job(storage: Storage, store: JobStore, owner: str, files: list[tuple[
             if isinstance(data, bytes):
                 storage.put(keys.input_key(job, i), data)
             else:  # a stream (a spooled upload): copied in chunks, never whole in memory
-                storage.put_stream(keys.input_key(job, i), iter(lambda stream=data: stream.read(_CHUNK), b""))
+                storage.put_stream(keys.input_key(job, i), iter(functools.partial(data.read, _CHUNK), b""))
     store.create(job, owner, [name for name, _ in files], asdict(options), rejected, model)
     return job
 

@@ -149,6 +149,8 @@ def finish(self, previous: dict, job: str, i: int) -> dict:
     if (early := _start(self, job, i, "finishing")) is not None:
         return early
     record, item = jobs().job(job), jobs().item(job, i)
+    if record is None:  # deleted since _start: nothing to finish
+        return _DELETED | {"i": i}
     opts = Options(**record["options"])
     timings = pipeline.Timings()
     timings.ms.update(item.get("timings", {}))

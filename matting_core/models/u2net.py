@@ -84,6 +84,20 @@ _DILATED = {"stage5", "stage6", "stage5d"}
 class U2Net(nn.Module):
     """Returns the fused saliency map sigmoid(d0), N×1×H×W; side outputs are training aids."""
 
+    # Made by setattr in __init__ (named after the reference's state dict); declared for the type checker.
+    stage1: RSU
+    stage2: RSU
+    stage3: RSU
+    stage4: RSU
+    stage5: RSU
+    stage6: RSU
+    stage5d: RSU
+    stage4d: RSU
+    stage3d: RSU
+    stage2d: RSU
+    stage1d: RSU
+    side1: nn.Conv2d
+
     def __init__(self, widths: tuple[tuple[int, int, int], ...] = FULL, out_ch: int = 1):
         super().__init__()
         for name, height, (cin, mid, cout) in zip(_STAGES, _HEIGHTS, widths, strict=True):
