@@ -17,13 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from cutout_cli.inputs import InputError, Source
 from cutout_cli.outputs import Output
+from matting_core import manifest as manifests
 from matting_core import pipeline, preprocess
 from matting_core.errors import CutoutError
 from matting_core.options import Options
@@ -41,6 +42,7 @@ class Item:
     output: str  # claimed up front, in input order, so names do not depend on timing
     status: str = "pending"
     error: str | None = None
+    batch_size: int | None = None  # images in the model call that made its alpha
     result: bytes | None = None
     timings: pipeline.Timings = field(default_factory=pipeline.Timings)
 
@@ -49,8 +51,7 @@ class Item:
 
     def record(self) -> dict:
         ms = {k: round(v, 1) for k, v in self.timings.ms.items()}
-        return {"input": self.source.name, "output": self.output if self.status == "done" else None,
-                "status": self.status, "error": self.error, "timings_ms": ms}
+        return manifests.file_entry(self.source.name, self.output, self.status, self.error, self.batch_size, ms)
 
 
 @dataclass
@@ -62,7 +63,8 @@ class BatchConfig:
 
 def run_batch(sources: list[Source], model: MattingModel, opts: Options, out: Output,
               cfg: BatchConfig, progress: bool = True) -> list[Item]:
-    items = [Item(s, out.claim(s.stem, opts.extension)) for s in sources]
+    names = manifests.output_names([s.file_name for s in sources], [opts.extension] * len(sources))
+    items = [Item(s, name) for s, name in zip(sources, names, strict=True)]
     batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
     with tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True) as bar, \
             ThreadPoolExecutor(cfg.workers, thread_name_prefix="cutout") as pool:
@@ -101,7 +103,7 @@ def process(batch: list[Item], model: MattingModel, opts: Options, cfg: BatchCon
         alphas = model.predict(preprocess.to_batch([x for _, _, x in ready]))
         share = (time.perf_counter() - start) * 1000 / len(ready)
         for (item, data, _), alpha in zip(ready, alphas, strict=True):
-            item.timings.ms["infer"] = share
+            item.timings.ms["infer"], item.batch_size = share, len(ready)
             try:
                 item.result = pipeline.finish(data, item.source.name, alpha, opts,
                                               max_pixels=cfg.max_pixels, timings=item.timings)
@@ -119,15 +121,6 @@ def _deliver(item: Item, out: Output) -> None:
     item.status, item.result = "done", None
 
 
-def manifest(items: list[Item], opts: Options, model: MattingModel, cfg: BatchConfig,
-             seconds: float) -> dict:
-    done = sum(i.status == "done" for i in items)
-    return {
-        "model": {"name": model.spec.name, "weights_sha256": model.spec.sha256,
-                  "device": str(model.device), "precision": model.precision, "batch_size": cfg.batch_size},
-        "options": asdict(opts),
-        "summary": {"total": len(items), "done": done, "failed": len(items) - done,
-                    "seconds": round(seconds, 3),
-                    "images_per_second": round(done / seconds, 3) if seconds else None},
-        "files": [i.record() for i in items],
-    }
+def manifest(items: list[Item], opts: Options, model: MattingModel, seconds: float) -> dict:
+    return manifests.build(model.spec, opts, [i.record() for i in items], device=str(model.device),
+                           precision=model.precision, seconds=seconds)

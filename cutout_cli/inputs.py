@@ -18,7 +18,7 @@ class InputError(Exception):
 @dataclass(frozen=True)
 class Source:
     name: str  # what the user knows it as: a path, or archive.zip!member
-    stem: str  # the output's base name
+    file_name: str  # its own name, without folders: the output is named after it (matting_core.manifest)
     read: Callable[[], bytes]
 
 
@@ -27,7 +27,7 @@ def _is_image_name(name: str) -> bool:
 
 
 def _file_source(path: Path, display: str) -> Source:
-    return Source(display, path.stem, path.read_bytes)
+    return Source(display, path.name, path.read_bytes)
 
 
 def _zip_sources(path: Path) -> Iterator[Source]:
@@ -39,8 +39,8 @@ def _zip_sources(path: Path) -> Iterator[Source]:
         if info.is_dir() or not _is_image_name(info.filename) or "__MACOSX" in info.filename:
             continue
         # Only the member's base name is ever used, so '../' entries cannot escape the output.
-        stem = PurePosixPath(info.filename.replace("\\", "/")).stem
-        yield Source(f"{path}!{info.filename}", stem, _member_reader(archive, info))
+        file_name = PurePosixPath(info.filename.replace("\\", "/")).name
+        yield Source(f"{path}!{info.filename}", file_name, _member_reader(archive, info))
 
 
 def _member_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:

@@ -157,7 +157,7 @@ def _run_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     out = Output(args.output)
     items = batch_mod.run_batch(sources, model, opts, out, cfg, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    manifest = batch_mod.manifest(items, opts, model, cfg, seconds)
+    manifest = batch_mod.manifest(items, opts, model, seconds)
     out.close(manifest)
     summary = manifest["summary"]
     if not args.quiet:

@@ -1,37 +1,30 @@
-"""The batch zip's contents: one entry per finished item under a safe, unique name, plus manifest.json."""
+"""The batch zip's contents: one entry per finished item under the name matting_core.manifest gives
+it (the CLI's rules too), plus manifest.json."""
 
-from pathlib import PurePosixPath
-
+from matting_core import manifest as manifests
+from matting_core.options import Options
 from matting_core.registry import get_spec
 from tasks import keys
 from tasks.jobs import JobStore
 from tasks.storage import Storage
-from tasks.zipper import build_zip, safe_name, unique_names
+from tasks.zipper import build_zip
 
 
 def manifest(store: JobStore, job: str) -> tuple[dict, list[tuple[str, str]]]:
     """The manifest and the (storage key, name in zip) of every finished item, in input order.
 
-    The model is the job's, its weights' hash from the static registry (no torch here).
+    The model is the job's, its weights' hash from the static registry (no torch here). No clock
+    goes in, so packaging the same outputs again gives the same zip.
     """
     record, items = store.job(job), store.items(job)
-    spec = get_spec(record["model"])
     done = [(i, it) for i, it in items.items() if it["state"] == "done"]
-    # safe_name again on the whole: the new extension may push a name cut to the limit past it.
-    wanted = [safe_name(f"{PurePosixPath(safe_name(it['name'])).stem}.{it['output_key'].rsplit('.', 1)[1]}")
-              for _, it in done]
-    names = dict(zip((i for i, _ in done), unique_names(wanted), strict=True))
-    files = [{"input": it["name"], "output": names.get(i), "status": it["state"], "error": it.get("error"),
-              "batch_size": it.get("batch_size"), "timings_ms": it.get("timings", {})}
+    wanted = manifests.output_names([it["name"] for _, it in done],
+                                    [it["output_key"].rsplit(".", 1)[1] for _, it in done])
+    names = dict(zip((i for i, _ in done), wanted, strict=True))
+    files = [manifests.file_entry(it["name"], names.get(i), it["state"], it.get("error"), it.get("batch_size"),
+                                  it.get("timings", {}))
              for i, it in items.items()]
-    body = {
-        "job": job,
-        "options": record["options"],
-        "model": {"name": spec.name, "weights_sha256": spec.sha256},
-        "summary": {"total": record["total"], "done": len(done),
-                    "failed": sum(it["state"] == "failed" for it in items.values())},
-        "files": files,
-    }
+    body = manifests.build(get_spec(record["model"]), Options(**record["options"]), files, job=job)
     return body, [(items[i]["output_key"], names[i]) for i, _ in done]
 
 

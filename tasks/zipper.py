@@ -7,82 +7,18 @@ the archive reaches it, and the archive is written as it is produced.
 from __future__ import annotations
 
 import json
-import os
-import re
 import struct
-import unicodedata
 from collections.abc import Iterator
 from contextlib import closing
 from zipfile import ZIP_STORED
 
 from zipstream import ZipStream
 
+# The entries' names come from matting_core.manifest (output_names), the CLI's rules too.
+from matting_core.manifest import MANIFEST
 from tasks.storage import MiB, Storage
 
-MANIFEST = "manifest.json"
-MAX_NAME_BYTES = 150  # well under the 255-byte file name limit of common filesystems
-_MAX_EXT_BYTES = 16  # a longer "extension" is part of the name ("a.very long note")
 _CHUNK = 1 * MiB
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_FORBIDDEN = frozenset('/\\:*?"<>|')
-_WINDOWS_RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)]
-)
-# Format characters (Cf) include the bidi overrides that can disguise an extension.
-_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-
-
-def _split_ext(name: str) -> tuple[str, str]:
-    stem, ext = os.path.splitext(name)
-    if len(ext.encode()) > _MAX_EXT_BYTES:
-        return name, ""
-    return stem, ext
-
-
-def _fit(stem: str, tail: str) -> str:
-    """stem + tail in at most MAX_NAME_BYTES of UTF-8, cut on a character boundary; no trailing dot or space
-    (Windows drops them on unpacking, and the name would no longer match the manifest)."""
-    room = MAX_NAME_BYTES - len(tail.encode())
-    return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tail
-
-
-def safe_name(name: str) -> str:
-    """A name that unpacks as one plain, visible file on Windows, macOS and Linux."""
-    name = unicodedata.normalize("NFC", name)  # macOS sends NFD; keep one spelling per name
-    name = re.split(r"[/\\]", _DRIVE.sub("", name))[-1]
-    name = "".join(
-        "_" if ch in _FORBIDDEN or unicodedata.category(ch) in _CONTROL_CATEGORIES else ch for ch in name
-    )
-    # Leading dots hide the file (or make '..'); Windows drops trailing dots and spaces.
-    name = re.sub(r"^[\s.]+|[\s.]+$", "", name)
-    if not name:
-        return "image"
-    stem, ext = _split_ext(name)
-    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
-        stem = f"_{stem}"
-    return _fit(stem, ext)
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """De-duplicate case-insensitively ("a.png", "A-2.png", ...), first come first served.
-
-    manifest.json counts as taken: the archive always has one.
-    """
-    taken = {MANIFEST.casefold()}
-    next_suffix: dict[str, int] = {}  # so thousands of equal names stay linear
-    unique = []
-    for name in names:
-        folded = name.casefold()
-        candidate = name
-        n = next_suffix.get(folded, 2)
-        stem, ext = _split_ext(name)
-        while candidate.casefold() in taken:
-            candidate = _fit(stem, f"-{n}{ext}")
-            n += 1
-        next_suffix[folded] = n
-        taken.add(candidate.casefold())
-        unique.append(candidate)
-    return unique
 
 
 def build_zip(storage: Storage, zip_key: str, entries: list[tuple[str, str]], manifest: dict) -> int:

@@ -13,7 +13,7 @@ import io
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from tasks.zipper import safe_name
+from matting_core.manifest import safe_name
 
 SNIFF_BYTES = 64  # enough for every signature below, the HEIF ftyp box's first brands included
 OCTET_STREAM = "application/octet-stream"

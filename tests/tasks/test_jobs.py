@@ -19,6 +19,7 @@ from tasks.storage import s3_client
 from tasks.submit import create_job, recompose, record_job, retry_job
 from tasks.work import finish, infer, package
 from tests.conftest import DATA, PHOTOS
+from tests.manifests import validated
 from tests.tasks.conftest import REGION
 
 pytestmark = pytest.mark.integration
@@ -58,8 +59,9 @@ def zip_of(cluster, job: str) -> zipfile.ZipFile:
 
 
 def manifest_of(cluster, job: str) -> dict:
+    """The job's manifest.json, checked against the published schema (docs/manifest.schema.json)."""
     with zip_of(cluster, job) as zf:
-        return json.loads(zf.read("manifest.json"))
+        return validated(json.loads(zf.read("manifest.json")))
 
 
 def model_entry(name: str) -> dict:
@@ -104,6 +106,7 @@ def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
     assert "notes.jpg" in items[8]["error"] and "cut-off.jpg" in items[9]["error"]
     with zip_of(cluster, job) as zf:
         assert len(zf.namelist()) == 9
+    assert manifest_of(cluster, job)["summary"] == {"total": 10, "done": 8, "failed": 2}
     # Uploads that did not decode are deleted at once, not kept for the retention period; a retry
     # has nothing to run then, and leaves the done job as it is, its zip in place.
     assert [cluster["storage"].exists(keys.input_key(job, i)) for i in (0, 7, 8, 9)] == [True, True, False, False]

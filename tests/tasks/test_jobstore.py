@@ -2,13 +2,16 @@
 
 import json
 import time
+from dataclasses import asdict
 
 import pytest
 
+from matting_core.options import Options
 from matting_core.registry import get_spec
 from tasks import keys
 from tasks.jobs import JobStore, new_job_id
 from tasks.packaging import manifest
+from tests.manifests import validated
 
 pytestmark = pytest.mark.integration
 RETENTION_S = 3600
@@ -255,8 +258,9 @@ def test_manifest_names_outputs_after_inputs_uniquely_and_safely(store, finished
 def test_manifest_records_the_job_model_summary_and_each_files_outcome(store, finished_job):
     spec = get_spec("u2netp")
     body, _ = manifest(store, finished_job)
+    validated(body)
     assert body["job"] == finished_job
-    assert body["options"] == {"format": "png"}
+    assert body["options"] == asdict(Options(format="png"))  # every option, the defaults too
     assert body["model"] == {"name": "u2netp", "weights_sha256": spec.sha256}
     assert body["summary"] == {"total": 6, "done": 5, "failed": 1}
     assert body["files"][0] == {"input": "cat.jpg", "output": "cat.png", "status": "done", "error": None,
