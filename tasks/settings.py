@@ -38,6 +38,9 @@ class Settings:
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
     warm_up: bool = False  # gpu workers: load, run (and compile) each preloaded model before reporting ready
     stall_s: int = 0  # the watchdog fails a job with no progress for this long; 0: derived (stall_timeout)
+    # Redis hands an unacked message (its worker died) out again after this long; 0: twice the hard
+    # limit. Tests with a short hard limit set it just above, to see a killed worker's images sooner.
+    visibility_s: int = 0
     models: tuple[str, ...] = ()  # gpu workers: models loaded at start (the rest load on first use)
     default_model: str = DEFAULT_MODEL  # what a request that names no model runs
     # Workers' /metrics: loopback, like every other port of `cutout serve`; containers scraped on the
@@ -58,11 +61,15 @@ class Settings:
             raise ValueError(
                 f"CUTOUT_SOFT_TIME_LIMIT ({self.soft_time_limit} s) must be positive and below CUTOUT_TIME_LIMIT "
                 f"({self.time_limit} s), or the hard limit kills a task before it can record why")
+        if self.visibility_s and self.visibility_s <= self.time_limit:
+            raise ValueError(
+                f"CUTOUT_VISIBILITY_TIMEOUT ({self.visibility_s} s) must be above CUTOUT_TIME_LIMIT "
+                f"({self.time_limit} s), or Redis hands a task still running to a second worker")
 
     @property
     def visibility_timeout(self) -> int:
         # Longer than the hard limit, or Redis hands a still-running task to a second worker.
-        return self.time_limit * 2
+        return self.visibility_s or self.time_limit * 2
 
     @property
     def stall_timeout(self) -> int:
@@ -115,6 +122,7 @@ class Settings:
             compile=(get("COMPILE", "auto")).lower(),
             warm_up=(get("WARMUP", "0")).lower() in ("1", "true", "yes", "on"),
             stall_s=number("STALL_TIMEOUT", 0),
+            visibility_s=number("VISIBILITY_TIMEOUT", 0),
             models=tuple(name.strip().lower() for name in get("MODELS", "").split(",") if name.strip()),
             default_model=get("DEFAULT_MODEL", DEFAULT_MODEL).strip().lower(),
             metrics_addr=get("METRICS_ADDR", "127.0.0.1"),

@@ -23,6 +23,9 @@ from tests.manifests import validated
 from tests.tasks.conftest import REGION
 
 pytestmark = pytest.mark.integration
+# Tests about the broker, the workers or the model, not the store, run on local storage alone; those
+# that read and write a job's objects run on both (tests/tasks/test_storage.py covers S3 itself).
+LOCAL_ONLY = pytest.mark.parametrize("cluster", ["local"], indirect=True)
 GOOD = [(f"{name}-{n}.jpg", (DATA / f"{name}.jpg").read_bytes()) for n in range(3) for name in PHOTOS][:10]
 BAD = [("notes.jpg", b"shopping list: milk"), ("cut-off.jpg", (DATA / "coffee.jpg").read_bytes()[:5000])]
 FAST = "u2netp"  # where the model is beside the point: ~3x quicker than the default u2net on this CPU
@@ -34,8 +37,11 @@ def cluster(request, redis_url, tmp_path_factory):
     endpoint = request.getfixturevalue("s3_server") if request.param == "s3" else None  # sets AWS_* first
     home = tmp_path_factory.mktemp("home")
     (home / "weights").symlink_to(cutout_home() / "weights")
+    # A killed worker's messages come back after the visibility timeout: here just above the hard
+    # limit (the least that keeps a running task from going to a second worker), not twice it.
     env = {**os.environ, "CUTOUT_BROKER_URL": redis_url, "CUTOUT_HOME": str(home), "CUTOUT_DEVICE": "cpu",
-           "CUTOUT_SOFT_TIME_LIMIT": "8", "CUTOUT_TIME_LIMIT": "10", "CUTOUT_STORAGE": request.param}
+           "CUTOUT_SOFT_TIME_LIMIT": "8", "CUTOUT_TIME_LIMIT": "10", "CUTOUT_VISIBILITY_TIMEOUT": "12",
+           "CUTOUT_STORAGE": request.param}
     if request.param == "s3":
         s3_client(endpoint, REGION).create_bucket(Bucket="jobs")
         env |= {"CUTOUT_S3_ENDPOINT_URL": endpoint, "CUTOUT_S3_BUCKET": "jobs", "CUTOUT_S3_REGION": REGION}
@@ -85,6 +91,7 @@ def test_a_ten_image_job_completes_with_every_image_in_the_zip(cluster):
     assert events[-1][1]["status"] == "done" and events[-1][1]["done"] == "10"
 
 
+@LOCAL_ONLY
 def test_a_job_naming_no_model_runs_the_default_u2net_beside_a_u2netp_job_in_one_worker(cluster):
     store = cluster["jobs"]
     default = create_job(cluster["storage"], store, "alice", GOOD[:2], Options())
@@ -129,6 +136,7 @@ def test_bad_files_fail_alone_and_retry_redoes_only_them(cluster):
         assert len(zf.namelist()) == 11
 
 
+@LOCAL_ONLY
 def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_path):
     job = create_job(cluster["storage"], cluster["jobs"], "carol", GOOD[:3], Options(), model=FAST)
     wait_for_job(cluster, job)
@@ -150,6 +158,7 @@ def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_pa
         cluster["workers"]["gpu"] = Worker("gpu", cluster["env"], cluster["logs"] / "gpu-2.log")
 
 
+@LOCAL_ONLY
 def test_a_killed_gpu_worker_loses_and_duplicates_nothing(cluster):
     job = create_job(cluster["storage"], cluster["jobs"], "dave", GOOD, Options(), model=FAST)
     wait_until(lambda: cluster["jobs"].job(job)["done"] >= 1, 60, "no image finished")
@@ -209,6 +218,7 @@ def test_a_second_delivery_of_finished_work_changes_nothing(cluster):
     assert (store.job(job)["done"], store.job(job)["failed"]) == (2, 1)
 
 
+@LOCAL_ONLY
 def test_a_worker_told_to_use_cuda_without_a_gpu_refuses_to_start(cluster, tmp_path):
     pytest.importorskip("torch").cuda.is_available() and pytest.skip("this host has a GPU")
     with pytest.raises(RuntimeError, match="no usable GPU"):

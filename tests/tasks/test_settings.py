@@ -96,6 +96,13 @@ def test_a_soft_limit_at_or_above_the_hard_limit_is_refused_naming_both():
         Settings.from_env({"CUTOUT_SOFT_TIME_LIMIT": "60", "CUTOUT_TIME_LIMIT": "60"})
 
 
+def test_the_visibility_timeout_is_twice_the_hard_limit_unless_set_and_only_above_it():
+    assert Settings.from_env({"CUTOUT_TIME_LIMIT": "60"}).visibility_timeout == 120
+    assert Settings.from_env({"CUTOUT_TIME_LIMIT": "10", "CUTOUT_VISIBILITY_TIMEOUT": "12"}).visibility_timeout == 12
+    with pytest.raises(ValueError, match="CUTOUT_VISIBILITY_TIMEOUT.*CUTOUT_TIME_LIMIT"):
+        Settings.from_env({"CUTOUT_TIME_LIMIT": "10", "CUTOUT_VISIBILITY_TIMEOUT": "10"})
+
+
 @pytest.mark.parametrize("env", [{"CUTOUT_MODELS": "u2net,modnet"}, {"CUTOUT_DEFAULT_MODEL": "modnet"}])
 def test_an_unknown_model_is_refused_naming_its_variable_and_the_choices(env):
     [variable] = env
