@@ -40,6 +40,7 @@ bench: weights
 	$(PY) -m bench.cpu_stages
 	$(PY) -m bench.batch_speed
 	$(PY) -m bench.cluster_speed
+	$(PY) -m bench.worker_memory
 	$(PY) -m bench.vs_rembg
 	$(PY) -m bench.matting_quality
 

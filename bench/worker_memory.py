@@ -4,7 +4,7 @@ A real Redis and real `celery worker` processes, started as the tests start them
 (tasks/local_cluster.py): a gpu-queue worker (threads, on this host's CPU) runs the model, a
 cpu-queue worker (prefork, two children) takes the job's launch, finish (refine, compose,
 encode) and package tasks. The cpu worker's environment names no device, as `cutout serve`
-and the Kubernetes manifests start it, so whatever it imports for CUTOUT_DEVICE=auto counts.
+starts it, so whatever it imports for CUTOUT_DEVICE=auto counts.
 Three jobs, one after the other, the children's VmHWM (the kernel's peak RSS) read after
 each: the four test photos at their own sizes with default options; six 1920x1080 JPEGs made
 from them (bench/cpu_stages.py); the same six with refine on. Then whether libtorch is mapped
