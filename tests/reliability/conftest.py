@@ -21,7 +21,7 @@ from tasks.app import configure
 from tasks.local_cluster import Worker, free_port, start_redis, stop_redis, wait_until
 from tasks.settings import Settings
 from tasks.storage import s3_client
-from tests.conftest import DATA, PHOTOS
+from tests.conftest import DATA, PHOTOS, starts_servers
 from tests.tasks.conftest import REGION, _wait_until_answering
 from tests.web.conftest import app, client, stack_env, users, workers  # noqa: F401 - fixtures, over this web_env
 
@@ -155,6 +155,7 @@ def point_app_at(settings: Settings) -> None:
 
 
 @pytest.fixture
+@starts_servers
 def moto(tmp_path, monkeypatch):
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
@@ -167,6 +168,7 @@ def moto(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+@starts_servers
 def make_cluster(tmp_path):
     """make_cluster(storage="local", moto=None) -> a Cluster with both workers started."""
     made = []

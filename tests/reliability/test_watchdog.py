@@ -20,7 +20,6 @@ from tasks.submit import create_job, record_job
 from tasks.upkeep import fail_stalled, watchdog
 from tests.reliability.conftest import point_app_at, small_photos
 
-pytestmark = pytest.mark.integration
 STALL_S = 1
 FILES = small_photos(3)
 DB = 9  # of the session's Redis; no other test uses it

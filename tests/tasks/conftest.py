@@ -12,6 +12,7 @@ import pytest
 
 from tasks.local_cluster import free_port
 from tasks.storage import LocalStorage, S3Storage, s3_client
+from tests.conftest import starts_servers
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"  # the one region where create_bucket needs no LocationConstraint
@@ -33,6 +34,7 @@ def _wait_until_answering(url: str, server: subprocess.Popen, log: Path, timeout
 
 
 @pytest.fixture(scope="session")
+@starts_servers
 def s3_server(tmp_path_factory):
     """Endpoint URL of a real moto_server on a free loopback port, with dummy AWS credentials."""
     with pytest.MonkeyPatch.context() as env:
@@ -81,7 +83,7 @@ def s3_storage(s3_server, s3_bucket) -> S3Storage:
     return S3Storage(s3_bucket, endpoint_url=s3_server, region=REGION)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def storage(request):
     """Each backend in turn; the S3 server starts only when an s3 case runs."""
     return request.getfixturevalue(f"{request.param}_storage")
@@ -100,6 +102,7 @@ def point_app_at(settings) -> None:
 
 
 @pytest.fixture
+@starts_servers
 def own_redis(tmp_path):
     """A Redis of this test's own (nothing else's messages in its queues) and the env pointing at it."""
     import os

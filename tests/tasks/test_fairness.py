@@ -19,7 +19,6 @@ from tasks.submit import RANK_BOUNDS, create_job, priority, record_job
 from tasks.work import launch
 from tests.reliability.conftest import small_photos
 
-pytestmark = pytest.mark.integration
 FAST = "u2netp"
 
 

@@ -11,6 +11,7 @@ import pytest
 from matting_core.weights import cutout_home
 from tasks.local_cluster import Worker
 from tasks.settings import Settings
+from tests.conftest import starts_servers
 from web import create_app
 from web.extensions import limiter
 
@@ -51,6 +52,7 @@ def web_env(redis_url, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+@starts_servers
 def workers(web_env, tmp_path_factory):
     """Real workers for both queues, started once for every web test that needs jobs to finish."""
     started = start_workers(web_env, tmp_path_factory.mktemp("web-logs"))
