@@ -17,6 +17,8 @@ def manifest(store: JobStore, job: str) -> tuple[dict, list[tuple[str, str]]]:
     goes in, so packaging the same outputs again gives the same zip.
     """
     record, items = store.job(job), store.items(job)
+    if record is None:  # deleted since the package task looked; its errback finds nothing to mark
+        raise LookupError(f"job {job} has no record (deleted while it was packaged)")
     done = [(i, it) for i, it in items.items() if it["state"] == "done"]
     wanted = manifests.output_names([it["name"] for _, it in done],
                                     [it["output_key"].rsplit(".", 1)[1] for _, it in done])
