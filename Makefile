@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export CUTOUT_HOME ?= $(HOME)/.cache/cutout
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install weights run test test-slow lint bench clean
+.PHONY: install weights run test test-slow lint bench screenshot clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,18 @@ test: weights
 test-slow: weights
 	$(PY) -m pytest -m slow
 
+# The README's picture of a finished job (docs/job-page.png), retaken on purpose by the browser test
+# against the real stack; an ordinary test run saves it into a temporary folder.
+screenshot: weights
+	CUTOUT_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/web/test_browser.py -k test_a_batch_uploaded_in_the_portal_ends_in_a_gallery_and_a_zip
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy matting_core tasks
 
 bench: weights
 	$(PY) -m bench.cpu_stages
+	$(PY) -m bench.zip_speed
 	$(PY) -m bench.batch_speed
 	$(PY) -m bench.cluster_speed
 	$(PY) -m bench.worker_memory
