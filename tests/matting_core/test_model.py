@@ -23,10 +23,16 @@ def fp32_model(request):
     return get_model(request.param, device="cpu", precision="fp32").load()
 
 
-@pytest.mark.parametrize("name", PHOTOS)
-def test_torch_module_reproduces_onnxruntime(fp32_model, name):
+@pytest.fixture(scope="module")
+def onnx_session(fp32_model):
+    """The published ONNX export of the same model (u2net's takes ~2 s to load: once per model)."""
     path = source_path(fp32_model.spec, cutout_home())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_torch_module_reproduces_onnxruntime(fp32_model, onnx_session, name):
+    session = onnx_session
     x = _batch(fp32_model, name)
     reference = session.run(None, {session.get_inputs()[0].name: x})[0][:, 0]
     with torch.inference_mode():
