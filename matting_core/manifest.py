@@ -66,12 +66,12 @@ def safe_name(name: str) -> str:
     return _fit(stem, ext)
 
 
-def output_name(input_name: str, extension: str, suffix: str = "") -> str:
+def output_name(input_name: str, extension: str) -> str:
     """The output of the input called `input_name` (a file name or a path: only its last part counts),
     its extension replaced: "../shots/Cat.JPG" -> "Cat.png". Not yet unique: see output_names."""
     stem = PurePosixPath(safe_name(input_name)).stem or "image"
     # safe_name again on the whole: the new extension may push a name cut to the limit past it.
-    return safe_name(f"{stem}{suffix}.{extension}")
+    return safe_name(f"{stem}.{extension}")
 
 
 def unique_names(names: list[str]) -> list[str]:
