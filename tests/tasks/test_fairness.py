@@ -125,6 +125,9 @@ def test_a_task_retry_keeps_its_priority(own_redis, home, tmp_path):
         worker.stop()
 
 
+# A 40-image load through real workers (~40 s here): make test-slow, with tests/reliability/
+# test_abuse_fairness.py. The fast tier checks the priorities given at fan-out and kept on retry.
+@pytest.mark.slow
 def test_a_worker_takes_a_small_job_ahead_of_a_big_jobs_tail(own_redis, home, tmp_path):
     """Both jobs queued before the workers start: the small one is done after at most a few big images."""
     store = context.jobs()

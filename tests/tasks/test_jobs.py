@@ -158,6 +158,9 @@ def test_recompose_changes_the_colour_with_no_gpu_worker_running(cluster, tmp_pa
         cluster["workers"]["gpu"] = Worker("gpu", cluster["env"], cluster["logs"] / "gpu-2.log")
 
 
+# Fault injection (~20 s, most of it the visibility timeout): make test-slow, beside the 40-image
+# version in tests/reliability/test_faults.py. The fast tier keeps the redelivery tests below.
+@pytest.mark.slow
 @LOCAL_ONLY
 def test_a_killed_gpu_worker_loses_and_duplicates_nothing(cluster):
     job = create_job(cluster["storage"], cluster["jobs"], "dave", GOOD, Options(), model=FAST)
