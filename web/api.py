@@ -68,6 +68,7 @@ def submit(options=None, fields=uploads.IMAGE_FIELDS) -> tuple[str, int]:
     # The place first: reading the form spools the whole body to disk, and one user's requests
     # sent at once must not each do that before the cap refuses them.
     check_active_jobs()
+    forms.files_only(request.form, (*fields, "archive"))
     options = options or forms.parse(request.form)
     model = requested_model()
     upload = uploads.from_request(fields)
@@ -155,9 +156,10 @@ def events(job):
     """
     store = services().jobs
     resume = streams.position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    asked = streams.position(request.args.get("after"), "after")  # checked even when Last-Event-ID wins
     # The stream position first, then the record: an event landing in between is then sent,
     # not lost between a stale snapshot and a stream that starts after it.
-    after = resume or streams.position(request.args.get("after"), "after") or store.last_event_id(job)
+    after = resume or asked or store.last_event_id(job)
     record = own_job(job)
     slot = streams.StreamSlot.acquire(store.r, g.user, current_app.config["MAX_STREAMS_PER_USER"])
     deadline = time.monotonic() + current_app.config["STREAM_SECONDS"]
@@ -315,8 +317,9 @@ def _same_model(values, model: str) -> None:
     """A recompose reuses the job's alpha maps, so it cannot change the model they came from."""
     asked = forms.model(values, model)
     if asked != model:
-        raise ApiError(400, "invalid_option", f"model={asked!r}: a recompose reuses this job's {model} alpha maps and "
-                                              f"cannot change the model; start a new job with model={asked}")
+        # 409, not 400: the request is well formed, and whether it fits depends on the job (its alpha maps' model).
+        raise ApiError(409, "model_conflict", f"model={asked!r}: a recompose reuses this job's {model} alpha maps "
+                                              f"and cannot change the model; start a new job with model={asked}")
 
 
 @bp.delete("/jobs/<job>")
@@ -339,6 +342,9 @@ def remove():
     files = request.files.getlist("image") or request.files.getlist("images")
     if len(files) != 1:
         raise ApiError(400, "one_image", "send exactly one file as multipart field 'image'")
+    # An archive would be unpacked into several items, and one answer holds one image.
+    if "archive" in request.files or (files[0].filename or "").lower().endswith(".zip"):
+        raise ApiError(400, "one_image", "send one image, not an archive; POST /api/v1/jobs takes archives")
     job, _ = submit(fields=("image", "images"))
     return single_result(job)
 

@@ -42,33 +42,39 @@ def _removebg_options():
     fields = forms.validated(schemas.RemoveBgForm, form, ("size", "format", "bg_color", "channels", "crop"),
                              {"size": "invalid_size", "channels": "invalid_channels"})
     bg = fields.bg_color
-    # remove.bg's "auto": PNG while the result is transparent, JPG once it sits on a colour.
     fmt = fields.format or "auto"
-    fmt = ("jpg" if bg and bg not in schemas.COLOR_WORDS else "png") if fmt == "auto" else fmt
+    # remove.bg's "auto": JPG once the result sits on an opaque colour, else PNG (a translucent one keeps its alpha).
+    opaque = bg and bg not in schemas.COLOR_WORDS and not re.fullmatch(schemas.TRANSLUCENT, bg)
+    fmt = ("jpg" if opaque else "png") if fmt == "auto" else fmt
     values = {"format": fmt, "crop": fields.crop or False, "mask": fields.channels == "alpha"}
     return forms.parse(values | ({"bg_color": bg} if bg else {}))
 
 
-def _removebg_image() -> tuple[str, bytes]:
+def _removebg_sources() -> list[str]:
+    """The sources sent, each checked as the document states it (web/schemas.py RemoveBgForm), first the one used."""
     sent = schemas.present(schemas.RemoveBgForm.SOURCES, set(request.files) | set(request.form))
-    if len(sent) != 1:
-        given = f"got {', '.join(sent)}" if sent else "got none"
-        raise ApiError(400, "missing_source" if not sent else "several_sources",
-                       f"send exactly one of image_file, image_file_b64 or image_url ({given})")
-    [source] = sent
-    if (source == "image_file") != (source in request.files):
-        kind = "a file part (with a filename)" if source == "image_file" else "a text field, not a file"
-        raise ApiError(400, f"invalid_{source}", f"{source} must be {kind}")
+    if not sent:
+        raise ApiError(400, "missing_source", "send one of image_file, image_file_b64 or image_url")
+    for source in sent:
+        if (source == "image_file") != (source in request.files):
+            kind = "a file part (with a filename)" if source == "image_file" else "a text field, not a file"
+            raise ApiError(400, f"invalid_{source}", f"{source} must be {kind}")
+    if "image_file_b64" in sent and not re.fullmatch(schemas.BASE64, request.form["image_file_b64"] or "-"):
+        raise ApiError(400, "invalid_b64", "image_file_b64 is not valid base64 (A-Z, a-z, 0-9, + and /, padded "
+                                           "with = to a multiple of 4 characters)")
+    if "image_url" in sent and not re.match(schemas.URL, request.form["image_url"]):
+        raise ApiError(400, "invalid_image_url", "image_url must be an http:// or https:// URL")
+    return sent
+
+
+def _removebg_image() -> tuple[str, bytes]:
+    source = _removebg_sources()[0]
     if source == "image_file":
         f = request.files["image_file"]
         data = f.stream.read(current_app.config["MAX_FILE_BYTES"] + 1)
         name = uploads.label(f.filename)
     elif source == "image_file_b64":
-        text = request.form["image_file_b64"]
-        if not re.fullmatch(schemas.BASE64, text) or not text:
-            raise ApiError(400, "invalid_b64", "image_file_b64 is not valid base64 (A-Z, a-z, 0-9, + and /, "
-                                               "padded with = to a multiple of 4 characters)")
-        data = base64.b64decode(text, validate=True)
+        data = base64.b64decode(request.form["image_file_b64"], validate=True)
         name = "image_file_b64"
     else:
         url = request.form["image_url"]

@@ -59,6 +59,14 @@ def parse(values, base: dict | None = None) -> Options:
         raise ApiError(400, "invalid_option", str(err)) from None
 
 
+def files_only(form, names) -> None:
+    """400 if one of the file fields `names` came as a text field (no filename): it would be dropped unseen."""
+    for name in names:
+        if name in form:
+            raise ApiError(400, "not_a_file", f"{name} must be a file part (with a filename in its "
+                                              "Content-Disposition), not a text field")
+
+
 class _Model(BaseModel):
     model: schemas.ModelName
 

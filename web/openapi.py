@@ -111,6 +111,12 @@ def _page(limit: str, cursor: str, default: int, maximum: int, what: str) -> lis
              "description": f"where the previous page of {what} ended: its opaque next cursor, unchanged"}]
 
 
+def _item_links() -> dict:
+    """From a job's view to its first item."""
+    return {"getItem": {"operationId": "getItem", "parameters": {"job": "$request.path.job",
+                                                                 "i": "$response.body#/items/0/index"}}}
+
+
 def _links() -> dict:
     """From a new job to what can be done with it: the stateful fuzzing follows these."""
     job = {"job": "$response.body#/job_id"}

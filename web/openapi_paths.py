@@ -5,7 +5,19 @@ all, CUTOUT_SUBMIT_RATE_LIMIT on the ones that start jobs); a body past CUTOUT_M
 """
 
 from web import paging, streams
-from web.openapi import _BINARY, _EVENTS, _IMAGE, _JOB, _SERVED_HEADERS, _errors, _form, _json, _links, _page
+from web.openapi import (
+    _BINARY,
+    _EVENTS,
+    _IMAGE,
+    _JOB,
+    _SERVED_HEADERS,
+    _errors,
+    _form,
+    _item_links,
+    _json,
+    _links,
+    _page,
+)
 
 _POSITION = {"type": "string", "pattern": f"^{streams.POSITION}$"}
 
@@ -27,7 +39,8 @@ def _job_paths(default_model: str) -> dict:
             "get": {"operationId": "getJob",
                     "summary": "Status, model, counters and a page of items (follow `items_next`)",
                     "parameters": _page("items_limit", "items_cursor", paging.ITEMS_LIMIT, paging.ITEMS_MAX, "items"),
-                    "responses": {"200": _json("the job", "Job")} | _errors(400, 401, 404, 429)},
+                    "responses": {"200": _json("the job", "Job") | {"links": _item_links()}}
+                    | _errors(400, 401, 404, 429)},
             "delete": {"operationId": "deleteJob", "summary": "Delete the job and its files",
                        "responses": {"204": {"description": "deleted"}} | _errors(400, 401, 404, 429)},
         },
@@ -72,7 +85,8 @@ def _job_paths(default_model: str) -> dict:
         "/api/v1/jobs/{job}/recompose": {"parameters": _JOB, "post": {
             "operationId": "recomposeJob",
             "summary": "New options from the stored alpha maps (no GPU); at least one option, else a 400",
-            "description": "The model stays the job's (another is a 400). Options not sent take their defaults.",
+            "description": "The model stays the job's (another is a 409, model_conflict). Options not sent take "
+                           "their defaults.",
             "requestBody": _form("RecomposeBody", default_model, "multipart/form-data", "application/json"),
             "responses": {"202": _json("re-rendering", "Recomposed")} | _errors(400, 401, 404, 409, 413, 429)}},
     }

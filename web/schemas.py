@@ -36,6 +36,8 @@ def _fail(message: str):
 def _whole(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):  # JSON true is not 1
         return value
+    if isinstance(value, float) and value.is_integer():  # JSON 5.0: an integer to JSON Schema
+        return int(value)
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         return int(value)
     raise _fail("must be a whole number written in ASCII digits (e.g. 7; no sign, spaces or leading zeros)")
@@ -87,9 +89,42 @@ Binary = Annotated[Any, WithJsonSchema(BINARY)]
 Format = Choice(FORMAT_CHOICES, "output format; jpeg means jpg", hint=" (jpeg means jpg)")
 
 
-class OptionFields(BaseModel):
+class Form(BaseModel):
+    """A request body. The rules across its fields, stated in the document as JSON Schema and
+    checked by the views named with each: which file fields must be there (any of SOURCES), at
+    least one of AT_LEAST_ONE, and on jpg an opaque bg_color (Options.__post_init__)."""
+    model_config = ConfigDict(extra="ignore")  # other fields (csrf_token, remove.bg's extras) are not ours
+    SOURCES: ClassVar[tuple[str, ...]] = ()  # web/uploads.py, web/compat.py
+    AT_LEAST_ONE: ClassVar[tuple[str, ...]] = ()  # web/api.py recompose_job
+    JPG_IF: ClassVar[dict | None] = None  # when the output is jpg: matting_core/options.py
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        required = [[{"required": [name]} for name in names] for names in (cls.SOURCES, cls.AT_LEAST_ONE) if names]
+        if len(required) == 1:
+            schema["anyOf"] = required[0]
+        if cls.JPG_IF:
+            # jpg has no alpha channel: a translucent background is a 400 there (unless only the mask is written).
+            # Said as not(jpg and translucent) rather than if/then, which schemathesis 4.32 cannot draw from
+            # next to binary fields.
+            translucent = {"required": ["bg_color"], "properties": {"bg_color": {"pattern": f"^{TRANSLUCENT}$"}}}
+            schema["not"] = {"allOf": [cls.JPG_IF, translucent]}
+        return schema
+
+
+# The hex colours with an alpha below ff (#rgba, #rrggbbaa).
+TRANSLUCENT = "#?([0-9a-fA-F]{3}[0-9a-eA-E]|[0-9a-fA-F]{6}([0-9a-eA-E][0-9a-fA-F]|[fF][0-9a-eA-E]))"
+_MASK_ON = {"required": ["mask"], "properties": {"mask": {"enum": [True, *TRUE]}}}
+_JPG = {"required": ["format"], "properties": {"format": {"enum": ["jpg", "jpeg"]}}}
+_JPG_PRESETS = [name for name, values in PRESETS.items() if values.get("format") == "jpg"]
+_JPG_BY_PRESET = {"required": ["preset"], "properties": {"preset": {"enum": _JPG_PRESETS}},
+                  "not": {"required": ["format"]}}
+
+
+class OptionFields(Form):
     """The options of every endpoint that makes images (matting_core.options.Options, and `preset`)."""
-    model_config = ConfigDict(extra="ignore")  # other fields (files, model, csrf_token) are not options
+    JPG_IF = {"anyOf": [_JPG, _JPG_BY_PRESET], "not": _MASK_ON}
 
     format: Format = None
     bg_color: Color = None
@@ -111,21 +146,7 @@ OptionFields.NAMES = tuple(OptionFields.model_fields)
 ModelName = Choice(tuple(model_names()), f"the model to run: {model_choices()}")
 
 
-class Sources(BaseModel):
-    """A form with files: which file fields must be there (any or exactly one of SOURCES)."""
-    model_config = ConfigDict(extra="ignore")
-    SOURCES: ClassVar[tuple[str, ...]] = ()
-    EXACTLY_ONE: ClassVar[bool] = False
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema, handler):
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        if cls.SOURCES:
-            schema["oneOf" if cls.EXACTLY_ONE else "anyOf"] = [{"required": [name]} for name in cls.SOURCES]
-        return schema
-
-
-class JobForm(Sources, OptionFields):
+class JobForm(OptionFields):
     SOURCES = ("images", "archive")  # both may come together: the portal sends chosen photos and zips at once
     images: Annotated[list[Binary], Field(min_length=1)] = None
     archive: Binary = None
@@ -137,9 +158,9 @@ class RemoveForm(OptionFields):
     model: ModelName = None
 
 
-class BatchForm(Sources):
+class BatchForm(Form):
     """The original WebUI's call takes these options only."""
-    SOURCES = ("images",)
+    SOURCES, JPG_IF = ("images",), _JPG
     images: Annotated[list[Binary], Field(min_length=1)] = None
     format: Format = None
     bg_color: Color = None
@@ -151,28 +172,26 @@ class BatchForm(Sources):
 
 class RecomposeBody(OptionFields):
     """At least one option: a recompose that changes nothing is a 400, not a re-run of the defaults."""
+    AT_LEAST_ONE = OptionFields.NAMES
     model: ModelName = None  # the job's own, or left out: the alpha maps are that model's
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema, handler):
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        schema["anyOf"] = [{"required": [name]} for name in OptionFields.NAMES]
-        return schema
 
 
 REMOVEBG_SIZES = ("auto", "preview", "small", "regular", "medium", "hd", "4k", "full", "50mp")
+URL = "^[Hh][Tt][Tt][Pp][Ss]?://"
 
 
-class RemoveBgForm(Sources):
-    """remove.bg's fields (https://www.remove.bg/api): one image source, how to render it."""
-    SOURCES, EXACTLY_ONE = ("image_file", "image_file_b64", "image_url"), True
+class RemoveBgForm(Form):
+    """remove.bg's fields (https://www.remove.bg/api): an image source, how to render it. Of several
+    sources image_file wins, then image_file_b64, then image_url; each one sent must be valid."""
+    SOURCES = ("image_file", "image_file_b64", "image_url")
+    JPG_IF = {**_JPG, "not": {"required": ["channels"], "properties": {"channels": {"const": "alpha"}}}}
     image_file: Binary = None
-    image_file_b64: Annotated[str, WithJsonSchema({"type": "string", "contentEncoding": "base64", "minLength": 4,
-                                                   "pattern": f"^{BASE64}$"})] = None
-    image_url: Annotated[str, WithJsonSchema({"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+    image_file_b64: Annotated[str, WithJsonSchema({"type": "string", "minLength": 4, "pattern": f"^{BASE64}$",
+                                                   "description": "the image, base64 (padded)"})] = None
+    image_url: Annotated[str, WithJsonSchema({"type": "string", "format": "uri", "pattern": URL,
                                               "description": "a public http(s) URL of the image"})] = None
     size: Choice(REMOVEBG_SIZES, "accepted for compatibility; the result keeps the input's size") = None
-    format: Choice(("auto", "png", "jpg", "webp"), "auto: png when transparent, jpg on a colour") = None
+    format: Choice(("auto", "png", "jpg", "webp"), "auto: jpg on an opaque colour, else png") = None
     bg_color: Color = None
     channels: Choice(("rgba", "alpha"), "alpha: the mask alone") = None
     crop: Flag = None

@@ -33,8 +33,9 @@ _ACQUIRE = ("redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) "
 
 
 def position(value: str | None, name: str) -> str | None:
-    """`value` if it is a stream position, None if absent; 400 before the stream starts otherwise."""
-    if value is None or value == "":
+    """`value` if it is a stream position, None if absent; 400 before the stream starts otherwise
+    (an empty one too: EventSource sends no Last-Event-ID rather than an empty one)."""
+    if value is None:
         return None
     if not _POSITION.fullmatch(value):
         shown = value if len(value) <= 40 else value[:40] + "..."

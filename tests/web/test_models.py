@@ -138,7 +138,7 @@ def test_recompose_keeps_the_jobs_model_and_refuses_another(client, users, worke
     job = post_job(client, headers, ("a.jpg", small_jpeg()), model=FAST).get_json()["job_id"]
     wait_done(client, headers, job)
     r = client.post(f"/api/v1/jobs/{job}/recompose", data={"format": "jpg", "model": "u2net"}, headers=headers)
-    assert r.status_code == 400 and "start a new job with model=u2net" in error_of(r)["message"]
+    assert r.status_code == 409 and "start a new job with model=u2net" in error_of(r)["message"]
     r = client.post(f"/api/v1/jobs/{job}/recompose", json={"format": "jpg", "model": FAST}, headers=headers)
     assert r.status_code == 202
     status = wait_done(client, headers, job)
