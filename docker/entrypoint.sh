@@ -14,22 +14,33 @@ set -eu
 
 node="worker@${WORKER_NAME:-$(hostname)}"
 
+# The health checks, as argv: compose's healthcheck and the pods' exec probes run these.
 probe() {
     case "$1 $2" in
     "ready web" | "alive web")
-        exec python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)" ;;
+        set -- python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)" ;;
     "ready flower" | "alive flower")
-        exec python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=3)" ;;
+        set -- python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=3)" ;;
     # Ready once the worker answers a broadcast ping through the broker under its own name.
     "ready worker-cpu" | "ready worker-gpu")
-        exec celery -A tasks.app inspect ping -d "$node" --timeout 5 ;;
+        set -- celery -A tasks.app inspect ping -d "$node" --timeout 5 ;;
     # Liveness must not go through Redis: an outage would fail every worker's ping at once and
     # restart them all, dropping the images in hand. PID 1 running or sleeping, not a zombie.
-    "alive "* | "ready beat")
-        exec grep -Eq '^State:[[:space:]]+[RSD]' /proc/1/status ;;
+    "alive worker-cpu" | "alive worker-gpu" | "alive beat" | "ready beat")
+        set -- grep -Eq '^State:[[:space:]]+[RSD]' /proc/1/status ;;
+    *)
+        echo "cutout-entrypoint: no probe '$1' for '$2'" >&2
+        exit 2 ;;
     esac
-    echo "cutout-entrypoint: no probe '$1' for '$2'" >&2
-    exit 2
+    run "$@"
+}
+
+run() {
+    if [ -n "${CUTOUT_ENTRYPOINT_PRINT:-}" ]; then
+        printf '%s\n' "$@"
+        exit 0
+    fi
+    exec "$@"
 }
 
 case "${1:-}" in
@@ -51,12 +62,7 @@ flower)
     set -- celery -A tasks.app flower --port=5555 --address=0.0.0.0 ;;
 esac
 
-if [ -n "${CUTOUT_ENTRYPOINT_PRINT:-}" ]; then
-    printf '%s\n' "$@"
-    exit 0
-fi
-
-if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ] && [ -z "${CUTOUT_ENTRYPOINT_PRINT:-}" ]; then
     # Samples left by an earlier run of this container (an emptyDir survives a restart
     # of the container) would be merged into /metrics as if those processes were alive.
     rm -rf "$PROMETHEUS_MULTIPROC_DIR"
@@ -65,4 +71,4 @@ fi
 
 # exec: gunicorn or Celery becomes PID 1 and receives SIGTERM itself: a Celery worker then
 # does a warm shutdown (finishes the images in hand), gunicorn drains.
-exec "$@"
+run "$@"

@@ -10,6 +10,11 @@ if [ "$index" = none ]; then
 else
     export PIP_INDEX_URL="$index"
 fi
+# docker/wheels, bind-mounted at /wheels by the RUN steps, is searched with the index (pip takes
+# the best match of both: the local +cpu build of the same torch version wins).
+if [ -d /wheels ]; then
+    export PIP_FIND_LINKS=/wheels
+fi
 if [ -s /run/secrets/ca ]; then
     export PIP_CERT=/run/secrets/ca
 fi

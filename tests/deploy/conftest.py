@@ -1,5 +1,7 @@
 """Readers for the deployment files: kustomizations, their YAML documents, worker commands."""
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,9 +44,32 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+def role_argv(args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """What docker/entrypoint.sh runs for `args` (a role, `probe ...`, or a command) in `env`."""
+    full = {"PATH": os.environ["PATH"], "CUTOUT_ENTRYPOINT_PRINT": "1", "WORKER_NAME": "NODE", **(env or {})}
+    done = subprocess.run(["sh", str(ENTRYPOINT), *args], env=full, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def literal_env(container: dict) -> dict[str, str]:
+    """A container's env with values; a field reference reads `<fieldPath>`."""
+    return {e["name"]: e["value"] if "value" in e else f"<{e['valueFrom']['fieldRef']['fieldPath']}>"
+            for e in container.get("env", []) if "value" in e or "fieldRef" in e.get("valueFrom", {})}
+
+
 def container_argv(deployment: dict) -> list[str]:
+    """The command line the Deployment's container runs: its args through the image's entrypoint."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return container.get("command", []) + container.get("args", [])
+    return role_argv(container.get("command", []) + container.get("args", []), literal_env(container))
+
+
+def compose_default(value: str) -> str:
+    """A compose value as it runs with nothing set: `${VAR:-default}` is its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
 
 
 def queue_of(argv: list[str]) -> str:

@@ -9,13 +9,21 @@ import pytest
 import yaml
 
 from tasks.app import QUEUES
-from tests.deploy.conftest import ROOT
+from tests.deploy.conftest import ROOT, compose_default, role_argv
 
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"  # Apache-2.0, see NOTICE.md there
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+AIRGAP = yaml.safe_load((ROOT / "docker-compose.airgap.yml").read_text())
 SERVICES = COMPOSE["services"]
 WORKERS = ("worker-cpu", "worker-gpu", "worker-gpu-on-cpu")
 LONG_RUNNING = ("redis", "minio", "web", "beat", "flower", *WORKERS)
+CUTOUT = ("web", "beat", "flower", *WORKERS)  # the services on cutout's own images
+
+
+def argv(name: str) -> list[str]:
+    """What the service runs: its command through the image's entrypoint, with compose's defaults."""
+    env = {k: compose_default(v) for k, v in SERVICES[name]["environment"].items()}
+    return role_argv(SERVICES[name]["command"], env)
 
 
 def _seconds(duration: str) -> float:
@@ -26,9 +34,30 @@ def _seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def test_compose_file_matches_the_compose_spec_schema():
+@pytest.mark.parametrize("document", [COMPOSE, AIRGAP], ids=["docker-compose.yml", "docker-compose.airgap.yml"])
+def test_compose_file_matches_the_compose_spec_schema(document):
     schema = json.loads(SCHEMA.read_text())
-    jsonschema.validators.validator_for(schema)(schema).validate(COMPOSE)
+    jsonschema.validators.validator_for(schema)(schema).validate(document)
+
+
+def test_airgap_override_replaces_only_the_pulled_images():
+    assert set(AIRGAP["services"]) == {"redis", "minio", "createbuckets"}
+    assert {s["image"] for s in AIRGAP["services"].values()} == {"cutout-standins:dev"}
+
+
+@pytest.mark.parametrize("name", CUTOUT)
+def test_cutout_service_runs_as_the_pods_do(name):
+    service = SERVICES[name]
+    assert service["user"] == "10001:10001" and service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+    assert service["tmpfs"] == ["/tmp"]
+    assert service["healthcheck"]["test"][:3] == ["CMD", "cutout-entrypoint", "probe"]
+
+
+def test_zip_download_streams_through_the_web_app_unless_a_public_store_address_is_set():
+    env = SERVICES["web"]["environment"]
+    assert env["CUTOUT_S3_ENDPOINT_URL"] == "http://minio:9000"  # only the compose network resolves it
+    assert compose_default(env["CUTOUT_S3_PUBLIC_ENDPOINT_URL"]) == ""
 
 
 def test_compose_runs_every_part_of_the_cluster():
@@ -37,12 +66,12 @@ def test_compose_runs_every_part_of_the_cluster():
 
 @pytest.mark.parametrize("name", WORKERS)
 def test_worker_stop_grace_period_outlasts_the_task_hard_time_limit(name):
-    limit = int(SERVICES[name]["environment"]["CUTOUT_TIME_LIMIT"])
+    limit = int(compose_default(SERVICES[name]["environment"]["CUTOUT_TIME_LIMIT"]))
     assert _seconds(SERVICES[name]["stop_grace_period"]) > limit
 
 
 def test_workers_consume_every_queue_of_the_app():
-    queues = {SERVICES[name]["command"][SERVICES[name]["command"].index("-Q") + 1].split(",")[0] for name in WORKERS}
+    queues = {argv(name)[argv(name).index("-Q") + 1].split(",")[0] for name in WORKERS}
     assert queues == set(QUEUES)
 
 

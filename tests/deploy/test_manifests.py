@@ -19,9 +19,11 @@ from tests.deploy.conftest import (
     documents,
     env_of,
     kustomization,
+    literal_env,
     queue_of,
     render,
     resource_files,
+    role_argv,
 )
 
 BUILT_IN = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2")
@@ -74,20 +76,29 @@ def test_worker_grace_period_outlasts_the_task_hard_time_limit(name):
     assert grace > _time_limit(base_objects())
 
 
+def _probe_argv(container: dict, probe: str) -> list[str]:
+    """What an exec probe runs: `cutout-entrypoint probe ...` through the entrypoint, in the container's env."""
+    command = container[probe]["exec"]["command"]
+    assert command[0] == "cutout-entrypoint", command  # the probes compose's health checks run
+    return role_argv(command[1:], literal_env(container))
+
+
 @pytest.mark.parametrize("name", WORKERS)
 def test_worker_is_named_after_its_pod_and_pinged_by_that_name(name):
     container = _container(name)
     argv = container_argv(DEPLOYMENTS[name])
-    assert argv[argv.index("-n") + 1] == "worker@$(POD_NAME)"
-    assert env_of(container)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert argv[argv.index("-n") + 1] == "worker@<metadata.name>"
+    assert env_of(container)["WORKER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     for probe in ("startupProbe", "readinessProbe"):
-        assert 'inspect ping -d "worker@$POD_NAME"' in " ".join(container[probe]["exec"]["command"])
+        ping = _probe_argv(container, probe)
+        assert ping[:5] == ["celery", "-A", "tasks.app", "inspect", "ping"]
+        assert ping[ping.index("-d") + 1] == "worker@<metadata.name>"
 
 
 @pytest.mark.parametrize("name", WORKERS)
 def test_worker_liveness_does_not_depend_on_redis(name):
-    command = " ".join(_container(name)["livenessProbe"]["exec"]["command"])
-    assert "celery" not in command and "redis" not in command
+    command = " ".join(_probe_argv(_container(name), "livenessProbe"))
+    assert "/proc/1/status" in command and "celery" not in command and "redis" not in command
 
 
 def test_gpu_worker_gets_a_gpu_node_and_refuses_to_run_without_one():
