@@ -1,5 +1,6 @@
 """Settings.from_env reads every CUTOUT_* variable; configure() turns them into Celery's reliability settings."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ from celery import Celery
 
 from matting_core.decode import DEFAULT_MAX_PIXELS
 from tasks.app import configure, queue_lists
-from tasks.settings import REDIS, Settings
+from tasks.settings import REDIS, Settings, local_redis_url
 
 BROKER = "redis://broker.internal:6379/2"
 EVERY_VARIABLE = {
@@ -192,3 +193,32 @@ def test_beat_purges_deleted_jobs_often_enough_for_nothing_to_stay_a_minute(conf
 
     entry = conf.beat_schedule["purge-deleted-jobs"]
     assert entry["task"] == "cutout.purge" and PURGE_AFTER_S + entry["schedule"] <= 40
+
+
+def test_every_setting_is_a_row_of_the_readmes_settings_table():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("| variable | default | meaning |")
+    table = readme[start:readme.index("\n\n", start)]
+    documented = set(re.findall(r"`(CUTOUT_[A-Z0-9_]+)`", table))
+    missing = [Settings.variable(name) for name in Settings.model_fields if Settings.variable(name) not in documented]
+    assert not missing, f"add a row to README.md's settings table for {missing}"
+
+
+def test_every_setting_says_what_it_is_for():
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_the_redis_port_alone_moves_every_url_to_the_redis_cutout_serve_starts():
+    s = Settings.from_env({"CUTOUT_REDIS_PORT": "6400"})
+    assert local_redis_url(6400) == "redis://127.0.0.1:6400/0"
+    assert (s.broker_url, s.result_backend, s.redis_url) == (local_redis_url(6400),) * 3
+
+
+def test_a_bad_value_names_its_variable_and_a_good_one():
+    with pytest.raises(ValueError, match=r"CUTOUT_SESSION_HOURS='soon' is not a number; set it to e.g. 12"):
+        Settings.from_env({"CUTOUT_SESSION_HOURS": "soon"})
+
+
+def test_constructing_settings_reads_no_environment(monkeypatch):
+    monkeypatch.setenv("CUTOUT_BATCH_SIZE", "6")
+    assert Settings().batch_size == 0 and Settings.from_env().batch_size == 6

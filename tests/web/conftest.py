@@ -4,7 +4,6 @@ Web tests use Redis database 3, so their queues and records never meet the tasks
 """
 
 import os
-from dataclasses import replace
 
 import pytest
 
@@ -90,4 +89,4 @@ def client(app):
 @pytest.fixture
 def settings_with(web_env):
     """Settings for the web env with some fields replaced."""
-    return lambda **changes: replace(Settings.from_env(web_env), **changes)
+    return lambda **changes: Settings.from_env(web_env).replace(**changes)

@@ -11,7 +11,6 @@ import re
 import threading
 import time
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,7 +55,7 @@ def live(web_env, workers):
 
     Its default model is the service's (u2net), so a form that posted no model would show here.
     """
-    app = make_app(web_env, CUTOUT_SETTINGS=replace(Settings.from_env(web_env), default_model="u2net"))
+    app = make_app(web_env, CUTOUT_SETTINGS=Settings.from_env(web_env).replace(default_model="u2net"))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
     thread.start()
