@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export CUTOUT_HOME ?= $(HOME)/.cache/cutout
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install weights run test test-slow lint bench screenshot clean
+.PHONY: install weights run test test-slow lint bench screenshot clean images test-deploy
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,22 @@ run: weights
 	$(VENV)/bin/cutout serve
 
 test: weights
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not deploy"
 
 # The fault-injection and load suites: minutes each, real servers killed and restarted.
 test-slow: weights
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow and not deploy"
+
+# The CPU image and the stand-ins for Redis and MinIO (docker/build.sh; the base from Debian
+# packages where python:3.11-slim can't be pulled). A Docker daemon is started if none answers,
+# and stopped afterwards if this started it.
+images:
+	docker/dockerd.sh run sh -c 'docker/build.sh cpu && docker/build.sh standins'
+
+# The images run for real (tests/deploy/test_stack.py): compose up, a job from the host, a
+# worker killed, compose down. Rebuilds what changed first (the layer cache keeps it short).
+test-deploy: weights
+	docker/dockerd.sh run sh -c 'docker/build.sh cpu && docker/build.sh standins && $(PY) -m pytest -m deploy tests/deploy'
 
 # The README's picture of a finished job (docs/job-page.png), retaken on purpose by the browser test
 # against the real stack; an ordinary test run saves it into a temporary folder.

@@ -2,6 +2,7 @@
 # Start a Docker daemon when none answers, and stop only the one this script started.
 #   docker/dockerd.sh start   # exit 0 once `docker info` answers
 #   docker/dockerd.sh stop    # stops the daemon `start` launched, if it launched one
+#   docker/dockerd.sh run COMMAND...   # COMMAND with a daemon; one started for it is stopped after
 # For hosts without systemd (CI containers, this development machine): Debian's docker.io
 # installs dockerd but nothing starts it there. Needs root, as dockerd does.
 set -eu
@@ -28,6 +29,17 @@ start)
     rm -f "$PIDFILE"
     exit 1
     ;;
+run)
+    shift
+    if docker info >/dev/null 2>&1; then
+        exec "$@"
+    fi
+    "$0" start
+    # However COMMAND ends; its exit status is the script's.
+    trap '"$0" stop' EXIT
+    trap 'exit 130' INT TERM
+    "$@"
+    ;;
 stop)
     [ -f "$PIDFILE" ] || { echo "dockerd: not started by this script; leaving it alone"; exit 0; }
     pid=$(cat "$PIDFILE")
@@ -41,7 +53,7 @@ stop)
     echo "dockerd: stopped (pid $pid)"
     ;;
 *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|run COMMAND..." >&2
     exit 2
     ;;
 esac
