@@ -76,11 +76,18 @@ def guided_filter(alpha: np.ndarray, rgb: np.ndarray, radius: int, eps: float = 
     p = cv2.resize(alpha.astype(np.float32, copy=False), small, interpolation=cv2.INTER_AREA)
     coef = _guided_coefficients(guide, p, max(1, round(radius / s)), eps)
     coef[..., :3] *= np.float32(1 / 255)  # so a multiplies the uint8 image directly
-    # Contiguous planes and cv2 arithmetic: a third faster than numpy on strided channels. Each
-    # product lands in its own coefficient plane and is added into q in place: a fresh 8 MB
-    # array per step cost more in page faults (first touch) than the arithmetic.
-    a0, a1, a2, q = (cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cv2.split(coef))
-    for a, channel in zip((a0, a1, a2), cv2.split(rgb), strict=True):
+    # Contiguous planes and cv2 arithmetic: a third faster than numpy on strided channels.
+    # One full-size coefficient plane and one colour channel at a time, in buffers reused for
+    # each channel: q = b + a0*I0 + a1*I1 + a2*I2, added in the same order as with all four
+    # planes upsampled at once (the same bits), but a cpu worker child holds 2 full-size float
+    # planes here instead of 4 (8 MB each at 1920x1080), and a fresh array per step cost more
+    # in page faults (first touch) than the arithmetic.
+    planes = cv2.split(coef)  # small: 1/s resolution
+    q = cv2.resize(planes[3], (w, h), interpolation=cv2.INTER_LINEAR)
+    a, channel = np.empty_like(q), np.empty((h, w), np.uint8)
+    for k in range(3):
+        cv2.resize(planes[k], (w, h), dst=a, interpolation=cv2.INTER_LINEAR)
+        cv2.extractChannel(rgb, k, dst=channel)
         cv2.add(q, cv2.multiply(a, channel, dst=a, dtype=cv2.CV_32F), dst=q)
     return np.clip(q, 0.0, 1.0, out=q)
 
@@ -92,8 +99,10 @@ def refine(
     in only near where the model was unsure (see `unsure_band`)."""
     r = default_refine_radius(alpha.shape) if radius is None else radius
     alpha = alpha.astype(np.float32, copy=False)
-    band = unsure_band(alpha, max(1, r // 2))
+    # The filter first, the band after: the filter's working planes are freed before the band
+    # is made, so at most three full-size float planes (alpha, q, band) are held at once.
     q = guided_filter(alpha, rgb, r, eps)
+    band = unsure_band(alpha, max(1, r // 2))
     cv2.subtract(q, alpha, dst=q)  # in place, as in guided_filter: q is this function's own
     return cv2.add(alpha, cv2.multiply(band, q, dst=q), dst=q)
 

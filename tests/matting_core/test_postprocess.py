@@ -1,9 +1,12 @@
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
 
 from matting_core.options import resolve_options
 from matting_core.postprocess import (
+    _guided_coefficients,
     default_refine_radius,
     despill,
     erode,
@@ -162,6 +165,52 @@ def test_refine_is_the_guided_filter_where_the_model_was_unsure(radius):
     refined = refine(guess, image, radius=radius)
     assert np.allclose(refined[unsure], guided_filter(guess, image, radius)[unsure], atol=1e-6)
     assert np.abs(refined - truth).sum() < 0.75 * np.abs(guess - truth).sum()
+
+
+def all_planes_at_once(alpha: np.ndarray, rgb: np.ndarray, radius: int, eps: float = 1e-4) -> np.ndarray:
+    """The guided filter as it was written before it upsampled one plane at a time: all four
+    coefficient planes and all three colour channels at full size at once."""
+    h, w = alpha.shape
+    s = max(1, radius // 2)
+    small = (max(1, round(w / s)), max(1, round(h / s)))
+    guide = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    p = cv2.resize(alpha, small, interpolation=cv2.INTER_AREA)
+    coef = _guided_coefficients(guide, p, max(1, round(radius / s)), eps)
+    coef[..., :3] *= np.float32(1 / 255)
+    a0, a1, a2, q = (cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cv2.split(coef))
+    for a, channel in zip((a0, a1, a2), cv2.split(rgb), strict=True):
+        cv2.add(q, cv2.multiply(a, channel, dst=a, dtype=cv2.CV_32F), dst=q)
+    return np.clip(q, 0.0, 1.0, out=q)
+
+
+def noisy_photo(h: int, w: int):
+    """A random uint8 photo and a smooth alpha with every level from 0 to 1 in it."""
+    rng = np.random.default_rng(7)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2)
+    alpha = cv2.resize(rng.random((max(2, h // 12), max(2, w // 12)), dtype=np.float32), (w, h))
+    return rgb, alpha
+
+
+@pytest.mark.parametrize(("h", "w", "radius"), [(256, 256, 8), (333, 517, 5), (1080, 1920, 24), (61, 47, 2)])
+def test_guided_filter_gives_the_same_bits_as_upsampling_every_plane_at_once(h, w, radius):
+    rgb, alpha = noisy_photo(h, w)
+    assert np.array_equal(guided_filter(alpha, rgb, radius), all_planes_at_once(alpha, rgb, radius))
+
+
+def test_refine_holds_at_most_three_full_size_float_planes_at_once():
+    # A prefork cpu worker child must stay under 150 MB (bench/worker_memory.py); at 1920x1080 a
+    # float plane is 8 MB. Upsampling all four coefficient planes with the band made first held
+    # ~5.8 planes beyond the input; one plane at a time, the band after the filter, ~2.3.
+    rgb, alpha = noisy_photo(1080, 1920)
+    plane = alpha.nbytes
+    tracemalloc.start()
+    try:
+        refined = refine(alpha, rgb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refined.shape == alpha.shape
+    assert peak < 3 * plane, f"refine held {peak / plane:.1f} full-size planes at its peak"
 
 
 @pytest.mark.parametrize(
