@@ -17,9 +17,9 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
+# boto3 itself is imported on first S3 use (s3_client, put_stream): with local storage a
+# prefork cpu worker and its children hold ~10 MB less (bench/worker_memory.py). The
+# exceptions module is ~0.1 MB and TRANSIENT_ERRORS needs it for every backend.
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -42,7 +42,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 MiB = 1024 * 1024
 # Parts of 8 MiB, two in flight: a 20 MiB zip takes 3 parts and at most ~24 MiB of
 # buffers; S3 refuses parts under 5 MiB (except the last).
-_TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=2)
+_TRANSFER = {"multipart_threshold": 8 * MiB, "multipart_chunksize": 8 * MiB, "max_concurrency": 2}
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -191,6 +191,9 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None):
     Clients are thread-safe, sessions are not: each client gets its own session,
     built under the lock. Credentials come from the standard AWS chain (env, files, role).
     """
+    import boto3
+    from botocore.config import Config
+
     key = (endpoint_url, region)
     with _clients_lock:
         client = _clients.get(key)
@@ -256,8 +259,10 @@ class S3Storage:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        from boto3.s3.transfer import TransferConfig
+
         reader = _ChunkReader(chunks)
-        self._s3.upload_fileobj(reader, self.bucket, key, Config=_TRANSFER)
+        self._s3.upload_fileobj(reader, self.bucket, key, Config=TransferConfig(**_TRANSFER))
         return reader.total
 
     def get(self, key: str) -> bytes:
