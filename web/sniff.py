@@ -13,7 +13,7 @@ import io
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from matting_core.manifest import safe_name
+from matting_core.manifest import output_name, safe_name
 
 SNIFF_BYTES = 64  # enough for every signature below, the HEIF ftyp box's first brands included
 OCTET_STREAM = "application/octet-stream"
@@ -63,8 +63,12 @@ def stem(name: str) -> str:
 
 
 def download_name(name: str, ext: str, suffix: str = "") -> str:
-    """`name`'s stem (plus `suffix`) with `ext`: the rules the batch zip's entries follow (tasks/packaging.py)."""
-    return safe_name(f"{stem(name)}{suffix}.{ext}")
+    """The name the batch zip gives `name`'s output (manifest.output_name, as tasks/packaging.py
+    names entries), with `suffix` after the stem: "Cat.JPG", "png", "-alpha" -> "Cat-alpha.png"."""
+    if suffix:
+        # Any extension will do, output_name replaces it; one is there so a dot in the stem stays.
+        name = f"{stem(name)}{suffix}.{ext}"
+    return output_name(name, ext)
 
 
 class Rewound:
