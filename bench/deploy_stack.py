@@ -67,7 +67,13 @@ class Stack:
     def up(self, scale: int = 1, timeout: float = 240) -> "Stack":
         scaled = [arg for name in WORKERS for arg in ("--scale", f"{name}={scale}")]
         self.compose("up", "-d", "--no-build", *scaled, timeout=timeout)
-        wait_until(self.healthy, timeout, f"the stack did not become healthy: {self.states()}", interval=2)
+        try:
+            wait_until(self.healthy, timeout, "the stack did not become healthy", interval=2)
+        except TimeoutError:
+            states = self.states()
+            sick = {name.split("_")[-2] for name, s in states.items() if s not in ("healthy", "exited")}
+            tails = "\n".join(f"--- {name}\n{self.logs(name)[-1500:]}" for name in sorted(sick))
+            raise TimeoutError(f"the stack did not become healthy in {timeout} s: {states}\n{tails}") from None
         return self
 
     def containers(self, service: str | None = None) -> list[str]:
