@@ -116,7 +116,11 @@ class Settings(BaseSettings):
     trusted_proxy_hops: int = Field(0, description="web: proxies whose X-Forwarded-For is believed; 0: the socket")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_other_sources):
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Only what the caller passes: from_env is the one reader of the environment.
         return (init_settings,)
 
@@ -216,6 +220,8 @@ class Settings(BaseSettings):
 
 class Variables(PydanticBaseSettingsSource):
     """The CUTOUT_* variables of one mapping, by field name; an empty variable counts as unset."""
+
+    settings_cls: type[Settings]  # the base class types it as any BaseSettings; this source reads ours
 
     def __init__(self, settings_cls: type[Settings], env: Mapping[str, str]):
         super().__init__(settings_cls)
