@@ -11,7 +11,7 @@ from flask import Blueprint, jsonify
 from pydantic.json_schema import models_json_schema
 
 from matting_core.registry import model_choices
-from web import schemas, schemas_responses
+from web import schemas, schemas_responses, streams
 from web.auth import api_user_required
 from web.extensions import services
 
@@ -43,21 +43,24 @@ _JOB = [{"name": "job", "in": "path", "required": True, "schema": {"type": "stri
 # its JSON `data` described by contentSchema, as OpenAPI 3.2 does it).
 _EVENTS = {"oneOf": [
     {"type": "object", "required": ["event", "data"], "description": f"`{name}`: {what}",
-     "properties": {"event": {"const": name}, "id": {"type": "string", "pattern": r"^\d+(-\d+)?$"},
+     "properties": {"event": {"const": name}, "id": {"type": "string", "pattern": f"^{streams.POSITION}$"},
                     "data": {"type": "string", "contentMediaType": "application/json",
                              "contentSchema": {"$ref": _REF.format(model=model)}}}}
     for name, model, what in (("snapshot", "Snapshot", "first, unless resuming; its id is where the stream starts"),
                               ("progress", "Progress", "an item changed state, or (no `i`) the job ended"))]}
 
 
-def _clean(schema):
-    """pydantic's titles and `default: null` say nothing a client can use; drop them. The colour
-    schema is named once in components: its ~150 colour names would otherwise fill every form."""
+def _clean(schema, names: bool = False):
+    """pydantic's titles and `default: null` say nothing a client can use; drop them (`names`: a map of
+    property names, where "title" is a field's name). The colour schema is named once in components:
+    its ~150 colour names would otherwise fill every form."""
     if isinstance(schema, dict):
+        if names:
+            return {k: _clean(v) for k, v in schema.items()}
         schema = {k: v for k, v in schema.items() if k != "title" and not (k == "default" and v is None)}
         if schema == schemas.COLOR_SCHEMA:
             return {"$ref": _REF.format(model="Color")}
-        return {k: _clean(v) for k, v in schema.items()}
+        return {k: _clean(v, names=k in ("properties", "$defs")) for k, v in schema.items()}
     if isinstance(schema, list):
         return [_clean(v) for v in schema]
     return schema
@@ -67,7 +70,7 @@ def _components() -> tuple[dict, dict]:
     """(response schemas for components, request body schemas to inline), rendered once."""
     models = [(m, "serialization") for m in schemas_responses.RESPONSES] + [(m, "validation") for m in _FORMS.values()]
     refs, defs = models_json_schema(models, ref_template=_REF)
-    defs = _clean(defs["$defs"])
+    defs = _clean(defs["$defs"], names=True)
     forms = {name: defs.pop(name) for name in _FORMS}
     return defs | {"Color": schemas.COLOR_SCHEMA}, forms
 
@@ -141,6 +144,11 @@ def document(default_model: str) -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
             "schemas": copy.deepcopy(_SCHEMAS),
+            # Any path under /api/ or /v1.0/ asked with a method it does not offer (no operation of its own).
+            "responses": {"MethodNotAllowed": {
+                "description": "405: the path does not offer this method; Allow lists those it does",
+                "headers": {"Allow": {"required": True, "schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}}},
         },
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": paths(default_model),
