@@ -298,6 +298,23 @@ def test_removebg_bad_requests_are_400_in_remove_bg_error_shape(client, alice, f
     assert error["detail"] and error["title"]
 
 
+@pytest.mark.parametrize(("fields", "code"), [
+    ({"image_url": "ftp://example.com/a.jpg"}, "invalid_image_url"),
+    ({"image_file_b64": "abc"}, "invalid_b64"),
+    ({"size": "HD", "channels": "rgba", "crop": "maybe"}, "invalid_option"),
+], ids=["bad url next to a file", "bad base64 next to a file", "bad crop"])
+def test_removebg_checks_every_source_it_is_sent_even_the_one_it_would_not_use(client, alice, fields, code):
+    # The document says: of several sources image_file wins, and each one sent must be valid.
+    response = removebg(client, alice, image_file=photo("coffee"), **fields)
+    assert response.status_code == 400 and removebg_error(response)["code"] == code
+
+
+def test_removebg_a_source_in_the_wrong_kind_of_part_is_a_400(client, alice):
+    response = client.post("/v1.0/removebg", data={"image_file": "text, not a file"}, headers=alice,
+                           content_type="multipart/form-data")
+    assert response.status_code == 400 and removebg_error(response)["code"] == "invalid_image_file"
+
+
 def test_removebg_format_zip_says_which_formats_are_offered(client, alice):
     response = removebg(client, alice, image_file=photo("coffee"), format="zip")
     assert "use png, jpg, webp or auto" in removebg_error(response)["detail"]
