@@ -35,14 +35,31 @@ def start_workers(env: dict, logs) -> dict:
             "cpu": Worker("cpu", env, logs / "cpu.log", concurrency=2)}
 
 
+_TWO_USERS: dict = {}  # the first two_users' secrets and the records it wrote, for every later call
+
+
 def two_users(app) -> dict:
-    """{"alice": {"password", "api_key", "headers"}, "bob": ...}, made in the app's user store."""
+    """{"alice": {"password", "api_key", "headers"}, "bob": ...}, in the app's user store (just emptied by make_app).
+
+    Made once per test process and written back from then on: each add hashes its password with scrypt (~0.25 s
+    a user here), and some 200 tests want them. The records are the store's own, so the same
+    passwords and keys work; a test that changes one changes only its copy."""
     store = app.extensions["cutout"].users
-    made = {}
-    for name in ("alice", "bob"):
-        password, key = store.add(name)
-        made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
-    return made
+    if not _TWO_USERS:
+        made = {}
+        for name in ("alice", "bob"):
+            password, key = store.add(name)
+            made[name] = {"password": password, "api_key": key, "headers": {"X-Api-Key": key}}
+        records = {k: store.r.hgetall(k) for k in store.r.keys("*")}
+        assert all(store.r.type(k) == "hash" for k in records), "two_users copies hashes only"
+        _TWO_USERS.update(made=made, records=records)
+    else:
+        pipe = store.r.pipeline()
+        for key, fields in _TWO_USERS["records"].items():
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+        pipe.execute()
+    return {name: {**secrets, "headers": dict(secrets["headers"])} for name, secrets in _TWO_USERS["made"].items()}
 
 
 @pytest.fixture(scope="session")
