@@ -65,7 +65,6 @@ def measure(tmp: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "CUTOUT_DEVICE"}
     env |= {"CUTOUT_BROKER_URL": url, "CUTOUT_HOME": str(home), "CUTOUT_STORAGE": "local"}
     configure(app, Settings.from_env(env))
-    context.forget()
     workers = []
     try:
         workers.append(Worker("gpu", env | {"CUTOUT_DEVICE": "cpu"}, tmp / "gpu.log"))

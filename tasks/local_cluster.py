@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tasks.app import WORKER_QUEUES
+from tasks.queues import WORKER_QUEUES
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_CONF = Path(__file__).with_name("redis.conf")

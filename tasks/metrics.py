@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tasks.app import queue_lists
+from tasks.queues import queue_lists
 
 STAGES = ("decode", "infer", "refine", "compose", "encode", "store", "package")
 # Seconds: a stage of one 1080p image is 5-500 ms on a CPU; packaging a big batch takes minutes.

@@ -170,44 +170,21 @@ class LocalStorage:
         return None
 
 
-_clients: dict[tuple[str | None, str | None], object] = {}
-_clients_lock = threading.Lock()
-
-
-def _forget_clients() -> None:
-    # A forked child (Celery prefork, gunicorn) must not share its parent's
-    # connection pool, and a lock held by another thread at fork time stays held.
-    global _clients_lock
-    _clients.clear()
-    _clients_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_clients)
-
-
 def s3_client(endpoint_url: str | None = None, region: str | None = None):
-    """The process's one S3 client for this endpoint and region, created on first use.
+    """A new S3 client for this endpoint and region (S3Storage keeps one per endpoint it uses).
 
-    Clients are thread-safe, sessions are not: each client gets its own session,
-    built under the lock. Credentials come from the standard AWS chain (env, files, role).
+    Clients are thread-safe, sessions are not: each client gets a session of its own.
+    Credentials come from the standard AWS chain (env, files, role).
     """
     import boto3
     from botocore.config import Config
 
-    key = (endpoint_url, region)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            options = {"addressing_style": "path"} if endpoint_url else None  # MinIO, moto
-            # Botocore's own retries (throttling, 5xx, a refused connection) only bridge a blip:
-            # they sleep inside the task. A longer outage is the task's retry with countdowns
-            # (work.RETRY_COUNTDOWNS), which frees the worker and fits under the soft time limit.
-            config = Config(retries={"mode": "standard", "max_attempts": 3}, signature_version="s3v4", s3=options)
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config
-            )
-            _clients[key] = client
-        return client
+    options = {"addressing_style": "path"} if endpoint_url else None  # MinIO, moto
+    # Botocore's own retries (throttling, 5xx, a refused connection) only bridge a blip:
+    # they sleep inside the task. A longer outage is the task's retry with countdowns
+    # (work.RETRY_COUNTDOWNS), which frees the worker and fits under the soft time limit.
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, signature_version="s3v4", s3=options)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -249,11 +226,20 @@ class S3Storage:
         self.endpoint_url = endpoint_url
         self.region = region
         self._injected = client
+        # One client per endpoint, made on first use. A process's storage belongs to its Resources
+        # (tasks/resources.py), which a prefork child builds again: no client crosses a fork.
+        self._clients: dict[str | None, object] = {}
+        self._clients_lock = threading.Lock()  # threads of one worker arrive at once
+
+    def _client(self, endpoint_url: str | None):
+        with self._clients_lock:
+            if endpoint_url not in self._clients:
+                self._clients[endpoint_url] = s3_client(endpoint_url, self.region)
+            return self._clients[endpoint_url]
 
     @property
     def _s3(self):
-        # Looked up on every call, not kept: after a fork the cache hands out a fresh client.
-        return self._injected or s3_client(self.endpoint_url, self.region)
+        return self._injected or self._client(self.endpoint_url)
 
     def put(self, key: str, data: bytes) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
@@ -327,7 +313,7 @@ class S3Storage:
         one this process uses (CUTOUT_S3_PUBLIC_ENDPOINT_URL). SigV4 signs the host, so the link is
         signed by a client of that endpoint, not rewritten afterwards."""
         params = {"Bucket": self.bucket, "Key": key}
-        client = s3_client(endpoint_url, self.region) if endpoint_url else self._s3
+        client = self._client(endpoint_url) if endpoint_url else self._s3
         return client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
 

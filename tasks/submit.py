@@ -23,8 +23,9 @@ from celery import chain, chord
 from matting_core.options import Options
 from matting_core.registry import DEFAULT_MODEL, get_spec
 from tasks import keys
-from tasks.app import PRIORITY_STEPS, app
+from tasks.app import app
 from tasks.jobs import JobStore, new_job_id
+from tasks.queues import PRIORITY_STEPS
 from tasks.storage import MiB, Storage
 
 _CHUNK = MiB

@@ -46,6 +46,22 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+def point_app_at(settings, app=None) -> None:
+    """Point this test process's Celery app (or `app`) and its Resources at `settings` (another Redis or store).
+
+    A service process configures its app once; a test process moves between Redis servers, so it
+    also drops what Celery made for the last one: its broker pools (what Celery itself drops after a
+    fork) and its result backend, cached per app and per thread."""
+    from tasks.app import configure
+
+    if app is None:
+        from tasks.app import app
+    configure(app, settings)
+    app._after_fork()
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
+
+
 @pytest.fixture(scope="session")
 @starts_servers
 def redis_url(tmp_path_factory):

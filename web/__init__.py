@@ -23,32 +23,31 @@ SECURITY_HEADERS = {
 
 
 def create_app(config: dict | None = None) -> Flask:
+    """The app for `config` (Flask keys; its CUTOUT_SETTINGS, else the environment read here, the web
+    process's edge). Its storage and job store are the Celery app's Resources: one of each per process."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from tasks import metrics
     from tasks.app import app as celery_app
     from tasks.app import configure
-    from tasks.jobs import JobStore
-    from tasks.storage import make_storage
+    from tasks.settings import Settings
     from web import config as web_config
     from web import errors, uploads
     from web.extensions import Services, csrf, limiter
     from web.users import UserStore
 
+    config = config or {}
+    settings = config.get("CUTOUT_SETTINGS") or Settings.from_env()
     app = Flask(__name__)
     app.request_class = uploads.Request  # a large upload's files spool to disk, not memory
-    app.config.update(web_config.from_env())
-    app.config.update(config or {})
-    settings = app.config["CUTOUT_SETTINGS"]
-    # The web process enqueues through the same Celery app the workers run, on the same broker.
-    configure(celery_app, settings)
-    app.extensions["cutout"] = Services(
-        settings=settings,
-        storage=make_storage(settings.storage, home=settings.home, bucket=settings.s3_bucket,
-                             endpoint_url=settings.s3_endpoint_url, region=settings.s3_region),
-        jobs=JobStore.from_url(settings.redis_url, retention_s=settings.retention_hours * 3600),
-        users=UserStore.from_url(settings.redis_url),
-    )
+    app.config.update(web_config.flask_config(settings))
+    app.config.update(config)
+    # The web process enqueues through the same Celery app the workers run, on the same broker; a
+    # second app in one process with the same settings (gunicorn reloads, tests) shares its resources.
+    resources = getattr(celery_app, "resources", None)
+    if resources is None or resources.settings != settings:
+        configure(celery_app, settings)
+    app.extensions["cutout"] = Services(resources=celery_app.resources, users=UserStore.from_url(settings.redis_url))
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url)
     app.config.setdefault("RATELIMIT_DEFAULT", app.config["RATE_LIMIT"])
     # The limiter would put Retry-After on every answer (and raise ours on a 429 of our own);

@@ -7,6 +7,7 @@ from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 
 from tasks.jobs import JobStore
+from tasks.resources import Resources
 from tasks.settings import Settings
 from tasks.storage import Storage
 from web.users import UserStore
@@ -26,10 +27,22 @@ limiter = Limiter(key_func=_rate_key, headers_enabled=True)
 
 @dataclass
 class Services:
-    settings: Settings
-    storage: Storage
-    jobs: JobStore
+    """The process's Resources (shared with the Celery app it enqueues through) and the user store."""
+
+    resources: Resources
     users: UserStore
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.resources.storage
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.resources.jobs
 
 
 def services() -> Services:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import uuid
 
 import pytest
 import redis
@@ -138,3 +139,22 @@ def test_an_unreachable_redis_says_how_to_fix_it(monkeypatch, capsys):
     monkeypatch.setenv("CUTOUT_REDIS_URL", "redis://127.0.0.1:1/0")
     assert main(["users", "list"]) == 1
     assert "cannot reach Redis" in capsys.readouterr().err
+
+
+def test_the_redis_port_of_cutout_serve_alone_finds_its_users(redis_url, monkeypatch, capsys):
+    """`CUTOUT_REDIS_PORT=N cutout users add x` dials the Redis `cutout serve` starts on N (database 0)."""
+    for name in ("CUTOUT_REDIS_URL", "CUTOUT_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUTOUT_REDIS_PORT", redis_url.rsplit(":", 1)[1].split("/")[0])
+    name = f"port-{uuid.uuid4().hex[:8]}"  # database 0 of the session's own Redis, shared: a name of its own
+    made = run_json(capsys, "add", name)
+    assert UserStore.from_url(redis_url.rsplit("/", 1)[0] + "/0").check_password(name, made["password"])
+
+
+def test_users_and_serve_derive_one_redis_url_from_the_port(tmp_path):
+    from cutout_cli.serve import plan
+    from tasks.settings import Settings
+
+    env = {"CUTOUT_HOME": str(tmp_path), "CUTOUT_REDIS_PORT": "6400", "CUTOUT_DEVICE": "cpu"}
+    info, _children = plan(env)
+    assert info["redis_url"] == Settings.from_env(env).redis_url == "redis://127.0.0.1:6400/0"

@@ -16,12 +16,10 @@ from PIL import Image
 from bench.served import Served
 from matting_core.weights import cutout_home
 from tasks import context, keys
-from tasks.app import app as celery_app
-from tasks.app import configure
 from tasks.local_cluster import Worker, free_port, start_redis, stop_redis, wait_until
 from tasks.settings import Settings
 from tasks.storage import s3_client
-from tests.conftest import DATA, PHOTOS, starts_servers
+from tests.conftest import DATA, PHOTOS, point_app_at, starts_servers
 from tests.tasks.conftest import REGION, _wait_until_answering
 from tests.web.conftest import app, client, stack_env, users, workers  # noqa: F401 - fixtures, over this web_env
 
@@ -142,16 +140,6 @@ class Cluster:
         assert [f["status"] for f in entries] == ["done"] * len(files)
         assert sorted(f["output"] for f in entries) == sorted(names[:-1])
         assert manifest["summary"] == {"total": len(files), "done": len(files), "failed": 0}
-
-
-def point_app_at(settings: Settings) -> None:
-    # Other modules in this session configured `app` for their own Redis: drop its broker
-    # pools and result backend too, or this process would publish to theirs.
-    configure(celery_app, settings)
-    celery_app._after_fork()
-    celery_app._backend_cache = None
-    celery_app._local.__dict__.pop("backend", None)
-    context.forget()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.local_cluster import free_port
 from tasks.storage import LocalStorage, S3Storage, s3_client
-from tests.conftest import starts_servers
+from tests.conftest import point_app_at, starts_servers
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-east-1"  # the one region where create_bucket needs no LocationConstraint
@@ -87,18 +87,6 @@ def s3_storage(s3_server, s3_bucket) -> S3Storage:
 def storage(request):
     """Each backend in turn; the S3 server starts only when an s3 case runs."""
     return request.getfixturevalue(f"{request.param}_storage")
-
-
-def point_app_at(settings) -> None:
-    """Configure the Celery app and the per-process resources for `settings` (another Redis or store)."""
-    from tasks import context
-    from tasks.app import app, configure
-
-    configure(app, settings)
-    app._after_fork()  # drop the broker pools and result backend of an earlier configuration
-    app._backend_cache = None
-    app._local.__dict__.pop("backend", None)
-    context.forget()
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ from matting_core.options import Options
 from matting_core.registry import get_spec
 from matting_core.weights import cutout_home
 from tasks import context, keys
-from tasks.app import app, configure
 from tasks.local_cluster import Worker, wait_until
 from tasks.settings import Settings
 from tasks.storage import s3_client
 from tasks.submit import create_job, recompose, record_job, retry_job
 from tasks.work import finish, infer, package
-from tests.conftest import DATA, PHOTOS
+from tests.conftest import DATA, PHOTOS, point_app_at
 from tests.manifests import validated
 from tests.tasks.conftest import REGION
 
@@ -45,8 +44,7 @@ def cluster(request, redis_url, tmp_path_factory):
     if request.param == "s3":
         s3_client(endpoint, REGION).create_bucket(Bucket="jobs")
         env |= {"CUTOUT_S3_ENDPOINT_URL": endpoint, "CUTOUT_S3_BUCKET": "jobs", "CUTOUT_S3_REGION": REGION}
-    configure(app, Settings.from_env(env))
-    context.forget()
+    point_app_at(Settings.from_env(env))
     logs = tmp_path_factory.mktemp("logs")
     workers = {"gpu": Worker("gpu", env, logs / "gpu.log"), "cpu": Worker("cpu", env, logs / "cpu.log")}
     yield {"env": env, "workers": workers, "logs": logs, "storage": context.storage(), "jobs": context.jobs()}

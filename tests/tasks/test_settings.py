@@ -136,7 +136,6 @@ def test_configure_sets_the_urls(conf):
     assert conf.broker_url == BROKER
     # The same Redis, through the backend that never subscribes to result channels.
     assert conf.result_backend == "tasks.backend:SendOnlyRedisBackend+redis://results.internal:6379/3"
-    assert conf.cutout == Settings.from_env(EVERY_VARIABLE)
 
 
 def test_the_visibility_timeout_outlasts_the_hard_limit_everywhere_celery_reads_it(conf):

@@ -24,6 +24,7 @@ from tasks.app import configure
 from tasks.backend import SendOnlyRedisBackend
 from tasks.recovery import requeue_unacked
 from tasks.settings import Settings
+from tests.conftest import point_app_at
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ REVIEWED = [
     (kombu_redis.QoS.restore_by_tag, "58e161d81b6fe18d", "tasks/recovery.py"),
     (RedisBackend.on_task_call, "e05185cfafbadc38", "tasks/backend.py"),
     (RedisBackend.add_pending_result, "a8fb813ac6ddf04d", "tasks/backend.py"),
-    (Celery._after_fork, "8279c3de88f2fcce", "tasks/app.py configure()"),
+    (Celery._after_fork, "8279c3de88f2fcce", "tests/conftest.py point_app_at()"),
 ]
 
 
@@ -150,13 +151,14 @@ def test_a_sent_chord_leaves_no_result_subscription_where_stock_celery_would(red
     assert not stock.backend.result_consumer.subscribed_to
 
 
-def test_configuring_the_app_again_sends_to_the_new_broker_and_backend(redis_url):
-    """configure() resets the broker pools and backend Celery caches (the attributes Celery._after_fork resets)."""
+def test_a_test_process_pointing_the_app_at_another_redis_sends_there(redis_url):
+    """point_app_at drops the broker pools and backend Celery caches (what Celery._after_fork resets);
+    the service configures its app once per process and never needs to."""
     first, second = _db(redis_url, 10), _db(redis_url, 11)
     app = configure(Celery("t"), Settings.from_env({"CUTOUT_BROKER_URL": first}))
     app.send_task("t.one", (1,))
     assert app.backend.connparams["db"] == 10
-    configure(app, Settings.from_env({"CUTOUT_BROKER_URL": second}))
+    point_app_at(Settings.from_env({"CUTOUT_BROKER_URL": second}), app)
     app.send_task("t.one", (2,))
     assert [redis.Redis.from_url(url).llen("cpu") for url in (first, second)] == [1, 1]
     assert app.backend.connparams["db"] == 11

@@ -10,7 +10,7 @@ import pytest
 from matting_core.weights import cutout_home
 from tasks.local_cluster import Worker
 from tasks.settings import Settings
-from tests.conftest import starts_servers
+from tests.conftest import point_app_at, starts_servers
 from web import create_app
 from web.extensions import limiter
 
@@ -78,7 +78,8 @@ def workers(web_env, tmp_path_factory):
 
 
 def make_app(web_env: dict, **overrides):
-    settings = Settings.from_env(web_env)
+    settings = overrides.get("CUTOUT_SETTINGS") or Settings.from_env(web_env)
+    point_app_at(settings)  # other test modules pointed this process's Celery app at their own Redis
     config = {"TESTING": True, "CUTOUT_SETTINGS": settings, "SECRET_KEY": "test-secret",
               "RATELIMIT_STORAGE_URI": settings.redis_url, "SYNC_TIMEOUT": 60.0}
     app = create_app(config | overrides)

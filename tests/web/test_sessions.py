@@ -113,10 +113,8 @@ def test_the_cookie_expires_with_the_session_and_is_not_renewed_by_each_request(
 
 
 @pytest.mark.parametrize(("env", "secure"), [("production", True), ("development", False)])
-def test_the_session_cookie_is_secure_in_production(web_env, monkeypatch, env, secure):
-    monkeypatch.setenv("CUTOUT_ENV", env)
-    monkeypatch.setenv("CUTOUT_SECRET_KEY", STRONG_KEY)
-    app = make_app(web_env)
+def test_the_session_cookie_is_secure_in_production(web_env, env, secure):
+    app = make_app({**web_env, "CUTOUT_ENV": env, "CUTOUT_SECRET_KEY": STRONG_KEY})
     try:
         password = two_users(app)["alice"]["password"]
         client = app.test_client()
