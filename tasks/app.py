@@ -160,7 +160,7 @@ def _check_device(sender=None, **_):
 def _json_logs(logger, **_):
     from tasks import logs
 
-    if logs.json_enabled():
+    if resources_of(app).settings.log_format != "text":
         logs.use_json(logger)
 
 

@@ -4,8 +4,6 @@ CUTOUT_LOG_FORMAT=text keeps Celery's and Flask's plain lines (for a terminal).
 """
 
 import logging
-import os
-from collections.abc import Mapping
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,11 +20,6 @@ class _TaskIds(logging.Filter):
         if task and task.request.id and not hasattr(record, "task_id"):
             record.task_id, record.task_name = task.request.id, task.name
         return True
-
-
-def json_enabled(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return (env.get("CUTOUT_LOG_FORMAT") or "json").lower() != "text"
 
 
 def use_json(logger: logging.Logger) -> None:

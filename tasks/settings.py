@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     default_model: str = Field(DEFAULT_MODEL, description="the model of a request that names none")
     # Loopback like every other port of `cutout serve`; containers scraped on the pod's address set 0.0.0.0.
     metrics_addr: str = Field("127.0.0.1", description="address the workers' /metrics listen on")
+    log_format: str = Field("json", description="json lines, or text: Celery's and Flask's plain lines "
+                                                "(for a terminal)")
     metrics_port: int | None = Field(None, description="workers' /metrics port (none when unset; `cutout serve`: "
                                                        "9101 and the next)")
 
@@ -176,7 +178,7 @@ class Settings(BaseSettings):
             models = models.split(",")
         return tuple(name.strip().lower() for name in models if name.strip())
 
-    @field_validator("default_model", "compile", "env", mode="before")
+    @field_validator("default_model", "compile", "env", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

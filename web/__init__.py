@@ -106,7 +106,7 @@ def _setup_logging(app: Flask) -> None:
     """JSON lines on stderr (gunicorn passes them through); the test client keeps pytest's capture."""
     from tasks import logs
 
-    if app.testing or not logs.json_enabled():
+    if app.testing or app.config["CUTOUT_SETTINGS"].log_format == "text":
         return
     root = logging.getLogger()
     if not root.handlers:
