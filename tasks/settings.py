@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     flower_password: str | None = Field(None, description="`cutout serve`: Flower's password (default: one "
                                                           "generated into $CUTOUT_HOME/flower-password)")
 
+    # The web server (gunicorn's master reads these: web/gunicorn_conf.py, web/server.py)
+    worker_connections: int = Field(4000, description="web server: connections (greenlets) per gunicorn worker")
+    header_timeout: float = Field(10.0, description="web server: s for a request's whole head")
+    body_timeout: float = Field(30.0, description="web server: s a request body may stay idle before a 408")
+    max_connections_per_ip: int = Field(128, description="web server: open connections from one address; 0: none")
+
     # The web app
     env: str = Field("development", description="web: `production` requires CUTOUT_SECRET_KEY and secure cookies")
     secret_key: str | None = Field(None, description="web: signs sessions; 32+ random characters, required in "

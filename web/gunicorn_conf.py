@@ -7,8 +7,15 @@ import os
 import resource
 import tempfile
 
+from tasks.settings import Settings
 from web import server
 
+# gunicorn's master reads the settings once, here (its edge), and hands the limits to the workers it
+# forks; each worker's app factory reads its own (web.create_app). What this loads in the master
+# (pydantic, numpy, OpenCV) makes no socket and no Python thread that gevent would have to patch
+# (gunicorn itself already loaded ssl); the workers load it anyway and share these pages.
+_settings = Settings.from_env()
+server.use(_settings)
 # gevent: each connection, SSE stream and synchronous wait is a greenlet, not one of a few threads,
 # so slow or listening clients hold no worker. web.server.Worker adds the header and
 # body timeouts and the per-address connection cap (CUTOUT_HEADER_TIMEOUT, CUTOUT_BODY_TIMEOUT,
@@ -16,7 +23,7 @@ from web import server
 worker_class = "web.server.Worker"
 # Connections (greenlets) per worker process; past it new ones wait in the listen backlog. A greenlet
 # and its socket cost a few KB; one address holds at most CUTOUT_MAX_CONNECTIONS_PER_IP of them.
-worker_connections = int(os.environ.get("CUTOUT_WORKER_CONNECTIONS") or 4000)
+worker_connections = _settings.worker_connections
 # The gevent worker only reports to the master between greenlets: a CPU-bound request (a large
 # zip inflating) must not get the worker killed; the synchronous endpoints wait without blocking.
 timeout = 300

@@ -17,7 +17,6 @@ libraries load in each worker after gevent has patched the standard library.
 
 import ctypes
 import multiprocessing
-import os
 import zlib
 from dataclasses import dataclass
 
@@ -34,12 +33,19 @@ class Limits:
     per_ip: int = 128
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Limits":
-        env = os.environ if env is None else env
-        get = lambda name, default: env.get(f"CUTOUT_{name}") or default  # noqa: E731
-        return cls(header_timeout=float(get("HEADER_TIMEOUT", cls.header_timeout)),
-                   body_timeout=float(get("BODY_TIMEOUT", cls.body_timeout)),
-                   per_ip=int(get("MAX_CONNECTIONS_PER_IP", cls.per_ip)))
+    def of(cls, settings) -> "Limits":
+        """The limits of a tasks.settings.Settings (not imported here: see the module's docstring)."""
+        return cls(header_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
+                   per_ip=settings.max_connections_per_ip)
+
+
+_limits = Limits()
+
+
+def use(settings) -> None:
+    """Set once in gunicorn's master (web.gunicorn_conf), before the first fork: every worker inherits them."""
+    global _limits
+    _limits = Limits.of(settings)
 
 
 class ConnectionTable:
@@ -133,7 +139,7 @@ class Worker(GeventWorker):
     """gunicorn -k web.server.Worker (set by web.gunicorn_conf)."""
 
     def init_process(self):
-        self.limits = Limits.from_env()
+        self.limits = _limits
         self.table = table()
         super().init_process()
 

@@ -221,3 +221,12 @@ def test_a_bad_value_names_its_variable_and_a_good_one():
 def test_constructing_settings_reads_no_environment(monkeypatch):
     monkeypatch.setenv("CUTOUT_BATCH_SIZE", "6")
     assert Settings().batch_size == 0 and Settings.from_env().batch_size == 6
+
+
+def test_the_web_servers_limits_come_from_the_settings():
+    from web.server import Limits
+
+    s = Settings.from_env({"CUTOUT_HEADER_TIMEOUT": "4", "CUTOUT_BODY_TIMEOUT": "9",
+                           "CUTOUT_MAX_CONNECTIONS_PER_IP": "0", "CUTOUT_WORKER_CONNECTIONS": "50"})
+    assert Limits.of(s) == Limits(header_timeout=4.0, body_timeout=9.0, per_ip=0) and s.worker_connections == 50
+    assert Limits.of(Settings()) == Limits()  # one set of defaults
