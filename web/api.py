@@ -342,9 +342,13 @@ def remove():
     files = request.files.getlist("image") or request.files.getlist("images")
     if len(files) != 1:
         raise ApiError(400, "one_image", "send exactly one file as multipart field 'image'")
-    # An archive would be unpacked into several items, and one answer holds one image.
-    if "archive" in request.files or (files[0].filename or "").lower().endswith(".zip"):
+    # An archive would be unpacked into several items, and one answer holds one image. A .zip sent as the
+    # image is a well-formed request whose file is not an image: 422, as for any other file that is not.
+    if "archive" in request.files:
         raise ApiError(400, "one_image", "send one image, not an archive; POST /api/v1/jobs takes archives")
+    if (files[0].filename or "").lower().endswith(".zip"):
+        raise ApiError(422, "not_an_image", f"{uploads.label(files[0].filename)} is an archive, not one image; "
+                                            "POST /api/v1/jobs takes archives")
     job, _ = submit(fields=("image", "images"))
     return single_result(job)
 

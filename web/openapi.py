@@ -124,7 +124,8 @@ def _links() -> dict:
     """From a new job to what can be done with it: the stateful fuzzing follows these."""
     job = {"job": "$response.body#/job_id"}
     return {op: {"operationId": op, "parameters": job} for op in
-            ("getJob", "getJobEvents", "downloadJob", "retryJob", "recomposeJob", "deleteJob")}
+            ("getJob", "getJobEvents", "downloadJob", "retryJob", "recomposeJob", "deleteJob")} | {
+        "getFirstItem": {"operationId": "getItem", "parameters": job | {"i": "0"}}}  # every job has an item 0
 
 
 def document(default_model: str) -> dict:

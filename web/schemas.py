@@ -160,8 +160,8 @@ class RemoveForm(OptionFields):
 
 class BatchForm(Form):
     """The original WebUI's call takes these options only."""
-    SOURCES, JPG_IF = ("images",), _JPG
-    images: Annotated[list[Binary], Field(min_length=1)] = None
+    JPG_IF = _JPG
+    images: Annotated[list[Binary], Field(min_length=1)]
     format: Format = None
     bg_color: Color = None
     alpha_threshold: Whole("alpha_threshold") = None

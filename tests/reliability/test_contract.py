@@ -38,5 +38,7 @@ def test_the_service_answers_as_its_openapi_document_says_under_every_schemathes
         cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     print(run.stdout[-20000:])
     summary = run.stdout[run.stdout.rfind("SUMMARY"):]
-    assert run.returncode == 0, f"schemathesis found failures or errors:\n{run.stdout[-12000:]}\n{run.stderr[-3000:]}"
+    errors = [line for line in served.output().splitlines() if "Error" in line or "Traceback" in line]
+    assert run.returncode == 0, (f"schemathesis found failures or errors:\n{run.stdout[-12000:]}\n{run.stderr[-3000:]}"
+                                 "\nthe server's errors:\n" + "\n".join(errors[-40:]))
     assert "✅ Stateful" in summary and "Fuzzing" in summary and "Coverage" in summary, summary

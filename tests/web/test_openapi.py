@@ -110,10 +110,14 @@ def test_a_file_field_sent_as_text_is_a_400_not_dropped(client, users):
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "not_a_file"
 
 
-def test_remove_refuses_an_archive_it_would_answer_with_one_image_of(client, users):
-    r = client.post("/api/v1/remove", data={"image": (io.BytesIO(b"PK\x05\x06" + b"\0" * 18), "photos.zip")},
-                    headers=users["alice"]["headers"], content_type="multipart/form-data")
-    assert r.status_code == 400 and "archive" in r.get_json()["error"]["message"]
+@pytest.mark.parametrize("field, status", [("image", 422), ("archive", 400)])
+def test_remove_refuses_an_archive_it_would_answer_with_one_image_of(client, users, field, status):
+    data = {field: (io.BytesIO(b"PK\x05\x06" + b"\0" * 18), "photos.zip")}
+    if field == "archive":
+        data["image"] = (io.BytesIO(jpeg()), "a.jpg")
+    r = client.post("/api/v1/remove", data=data, headers=users["alice"]["headers"], content_type="multipart/form-data")
+    assert r.status_code == status and "archive" in r.get_json()["error"]["message"]
+    assert client.get("/api/v1/jobs", headers=users["alice"]["headers"]).get_json()["jobs"] == []
 
 
 @pytest.mark.parametrize("headers, query", [({"Last-Event-ID": "1-0"}, "?after=garbage"),
