@@ -7,6 +7,7 @@ list never shift a page, so a client walking the pages sees each job once.
 import base64
 import binascii
 import json
+import math
 
 import redis
 
@@ -19,7 +20,8 @@ ITEMS_LIMIT, ITEMS_MAX = 1000, 1000  # above the default 500 files a job may hav
 def limit(value: str | None, name: str, default: int, maximum: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    # ASCII digits only: str.isdigit() also takes '²' and '٧', which int() refuses or reads as 7.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise ApiError(400, "invalid_limit", f"{name}={value[:20]!r}: give a whole number from 1 to {maximum}")
     return int(value)
 
@@ -34,12 +36,20 @@ def decode(cursor: str | None, name: str, fields: dict) -> dict | None:
         return None
     try:
         position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(position, dict) and all(isinstance(position.get(k), t) for k, t in fields.items()):
+        if isinstance(position, dict) and all(_valid(position.get(k), t) for k, t in fields.items()):
             return position
     except (binascii.Error, ValueError, UnicodeDecodeError):
         pass
     raise ApiError(400, "invalid_cursor", f"{name} is not a cursor this API gave out; pass the next_cursor of the "
                                           "previous page unchanged, or leave it out for the first page")
+
+
+def _valid(value, kind) -> bool:
+    # A cursor is opaque but a client can forge one: a NaN time makes Redis refuse the range, a
+    # negative index reads items from the end; only what encode() could have written passes.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    return isinstance(value, str) or (math.isfinite(value) and value >= 0)
 
 
 def jobs(client: redis.Redis, key: str, count: int, cursor: str | None) -> tuple[list[str], str | None]:

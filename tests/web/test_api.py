@@ -450,9 +450,20 @@ def test_my_jobs_come_in_pages_that_new_jobs_do_not_shift(client, users):
     assert [j["job_id"] for j in everything["jobs"]] == [newer, *made[::-1]] and everything["next"] is None
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=ten", "cursor=garbage", "cursor=eyJ0IjoxfQ"])
+# '²' and '٧' pass str.isdigit(); the forged cursors hold a NaN time, a negative time, a bool index.
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=ten", "limit=%C2%B2", "limit=%D9%A7",
+                                   "cursor=garbage", "cursor=eyJ0IjoxfQ", "cursor=eyJ0IjpOYU4sImlkIjoieCJ9",
+                                   "cursor=eyJ0IjotMSwiaWQiOiJ4In0"])
 def test_a_bad_limit_or_cursor_is_400_naming_it(client, users, query):
     r = client.get(f"/api/v1/jobs?{query}", headers=users["alice"]["headers"])
+    assert r.status_code == 400 and query.split("=")[0] in error_of(r)["message"]
+
+
+@pytest.mark.parametrize("query", ["items_limit=%C2%B2", "items_cursor=eyJpIjotMn0",
+                                   "items_cursor=eyJpIjp0cnVlfQ", "items_cursor=%C3%A9t%C3%A9"])
+def test_a_bad_items_limit_or_cursor_is_400_naming_it(client, users, query):
+    job = post_job(client, users["alice"]["headers"], ("a.jpg", b"x")).get_json()["job_id"]
+    r = client.get(f"/api/v1/jobs/{job}?{query}", headers=users["alice"]["headers"])
     assert r.status_code == 400 and query.split("=")[0] in error_of(r)["message"]
 
 
