@@ -5,7 +5,7 @@ all, CUTOUT_SUBMIT_RATE_LIMIT on the ones that start jobs); a body past CUTOUT_M
 """
 
 from web import paging, streams
-from web.openapi import (
+from web.openapi_parts import (
     _BINARY,
     _EVENTS,
     _IMAGE,
