@@ -45,6 +45,15 @@ _SET_ITEM = ("local raw = redis.call('HGET', KEYS[1], ARGV[1]) "
              "if state == 'done' then redis.call('SADD', KEYS[2], ARGV[1]) "
              "elseif state == 'failed' then redis.call('SADD', KEYS[3], ARGV[1]) end "
              "return 1")
+# A field written into a job's record only while the record exists: a task or a fan-out still running
+# when its job is DELETEd must not make a record again that holds nothing but its own field.
+_HSET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+                   "redis.call('HSET', KEYS[1], unpack(ARGV)) return 1")
+# The job moved at ARGV[1] (what the watchdog reads), for a job that still has its record.
+# KEYS: the job's record, _ACTIVE, _PROGRESS. ARGV: now, the job's id.
+_PROGRESSED = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+               "redis.call('HSET', KEYS[1], 'last_progress', ARGV[1]) "
+               "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) redis.call('SET', KEYS[3], ARGV[1]) return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
 # Per queue and priority ("gpu:6"): the newest send time of a message a worker took there. Queues are
@@ -111,10 +120,8 @@ class JobStore:
         pipe.execute()
 
     def _progressed(self, pipe, job: str, now: float) -> None:
-        # What the watchdog reads: this job, and the whole service, moved at `now`.
-        pipe.hset(self._k(job), "last_progress", now)
-        pipe.zadd(_ACTIVE, {job: now})
-        pipe.set(_PROGRESS, now)
+        # What the watchdog reads: this job, and the whole service, moved at `now` (a deleted job did not).
+        pipe.eval(_PROGRESSED, 3, self._k(job), _ACTIVE, _PROGRESS, now, job)
 
     def exists(self, job: str) -> bool:
         return bool(self.r.exists(self._k(job)))
@@ -135,7 +142,7 @@ class JobStore:
 
     def job(self, job: str) -> dict | None:
         record = self.r.hgetall(self._k(job))
-        if not record:
+        if "owner" not in record:  # none, or (from before _HSET_IF_EXISTS) a field written after a DELETE
             return None
         record["options"] = json.loads(record["options"])
         record.setdefault("model", LEGACY_MODEL)
@@ -182,9 +189,13 @@ class JobStore:
             pipe.srem(self._k(job, "failed"), i)
         pipe.execute()
 
+    def _hset(self, pipe, job: str, fields: dict) -> None:
+        """Set `fields` of the job's record, if it still has one (see _HSET_IF_EXISTS)."""
+        pipe.eval(_HSET_IF_EXISTS, 1, self._k(job), *[x for kv in fields.items() for x in kv])
+
     def set_status(self, job: str, status: str, **fields) -> None:
         pipe = self.r.pipeline()
-        pipe.hset(self._k(job), mapping={"status": status, **fields})
+        self._hset(pipe, job, {"status": status, **fields})
         if status in ("done", "failed"):
             pipe.zrem(_ACTIVE, job)
         else:
@@ -230,7 +241,7 @@ class JobStore:
         return failed
 
     def set_options(self, job: str, options: dict) -> None:
-        self.r.hset(self._k(job), "options", json.dumps(options))
+        self._hset(self.r, job, {"options": json.dumps(options)})
 
     def _event(self, job: str, fields: dict) -> None:
         record = self.r.hmget(self._k(job), "status", "total")
@@ -297,10 +308,8 @@ class JobStore:
         if when is None:
             self.r.hdel(self._k(job), "launched", "launch_queue", "lowest_priority")
             return
-        if not self.exists(job):  # deleted during its fan-out: no record is made again
-            return
-        pipe = self.r.pipeline()
-        pipe.hset(self._k(job), mapping={"launched": when, "launch_queue": queue, "lowest_priority": lowest})
+        pipe = self.r.pipeline()  # deleted during its fan-out: no record is made again (_hset)
+        self._hset(pipe, job, {"launched": when, "launch_queue": queue, "lowest_priority": lowest})
         self._progressed(pipe, job, when)
         pipe.execute()
 

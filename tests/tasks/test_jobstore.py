@@ -276,6 +276,23 @@ def test_an_update_after_the_job_was_deleted_leaves_nothing_behind(store):
     assert store.r.keys("cutout:job:gone*") == []
 
 
+def test_no_write_after_the_job_was_deleted_makes_a_record_again(store, job):
+    # A task or a fan-out still running at the DELETE: had any of these made a record holding only
+    # its own field, reading the job would have failed (a 500 on every route that reads it).
+    store.delete(job)
+    store.set_status(job, "done", zip_key="z")
+    store.set_options(job, {"format": "png"})
+    store.launched(job, time.time(), "gpu", 0)
+    store.update_item(job, 0, "done")
+    assert store.r.keys(f"cutout:job:{job}") == [] and store.job(job) is None
+    assert job not in store.r.zrange("cutout:jobs:active", 0, -1)
+
+
+def test_a_record_left_with_only_a_late_field_reads_as_no_job(store):
+    store.r.hset("cutout:job:late", "last_progress", 1.0)  # as a write after a DELETE once left it
+    assert store.job("late") is None
+
+
 def test_a_deleted_job_leaves_a_tombstone_for_the_retention_period_and_awaits_its_purge(store, job):
     assert not store.deleted(job)
     store.delete(job)
