@@ -26,6 +26,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 # Errors worth a retry with backoff: the store or the network, never the request.
@@ -36,6 +37,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionClosedError,
     ReadTimeoutError,
     ConnectTimeoutError,
+    # The store went away while a body was being read (urllib3's IncompleteRead, wrapped): the
+    # request itself was fine, so it is read again like any other outage.
+    ResponseStreamingError,
     OSError,
 )
 

@@ -1,7 +1,9 @@
 """Both storage backends through one interface: a local directory and a real moto_server over HTTP."""
 
+import http.server
 import multiprocessing
 import os
+import threading
 import urllib.request
 from contextlib import closing
 
@@ -9,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tasks.local_cluster import wait_until
-from tasks.storage import KeyNotFound, LocalStorage, MiB, S3Storage, make_storage, s3_client
+from tasks.storage import TRANSIENT_ERRORS, KeyNotFound, LocalStorage, MiB, S3Storage, make_storage, s3_client
 from tests.tasks.conftest import REGION
 
 # Keys that differ only after "jobs/ab": a string prefix must tell them apart like S3 does.
@@ -265,3 +267,33 @@ def test_s3_exists_on_a_missing_bucket_raises_instead_of_answering_false(s3_serv
     storage = S3Storage("no-such-bucket", endpoint_url=s3_server, region=REGION)
     with pytest.raises(ClientError):
         storage.exists("jobs/x/in/0")
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that dies in the middle of a body, as a store going away mid-read does."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "8000")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        self.wfile.write(b"x" * 12)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_body_cut_short_by_the_store_is_an_error_the_tasks_retry(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store = S3Storage("bucket", endpoint_url=f"http://127.0.0.1:{server.server_port}", region=REGION)
+        with pytest.raises(TRANSIENT_ERRORS):
+            store.get("jobs/a/input/0")
+    finally:
+        server.shutdown()
+        server.server_close()
