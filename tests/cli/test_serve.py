@@ -24,9 +24,11 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def served(tmp_path):
-    served = Served(tmp_path)
+# One stack for the module (starting one takes ~20 s here): the SIGTERM test, last, stops it, and
+# it checks every process the stack then has, the gpu worker restarted by the first test among them.
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    served = Served(tmp_path_factory.mktemp("serve"))
     try:
         yield served.wait_ready()
     finally:
