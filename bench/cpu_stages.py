@@ -15,7 +15,6 @@ hold the same pixels and the same ICC profile. Results go to bench/results/cpu_s
 """
 
 import io
-import json
 import os
 import platform
 import statistics
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from bench.machine import cpu_name
+from bench.machine import cpu_name, save_result
 from matting_core import decode, pipeline, postprocess
 from matting_core.options import Options, resolve_options
 
@@ -187,10 +186,7 @@ def main() -> None:
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         **runs,
     }
-    out = ROOT / "bench" / "results" / "cpu_stages.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("cpu_stages", result)
 
 
 if __name__ == "__main__":

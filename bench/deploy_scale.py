@@ -10,7 +10,6 @@ bench/results/deploy_scale.json with every run's numbers and the machine. Needs 
 daemon and `make images`; minutes.
 """
 
-import json
 import os
 import platform
 import statistics
@@ -19,10 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.deploy_stack import Stack, photos
-from bench.machine import cpu_name
+from bench.machine import cpu_name, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "results" / "deploy_scale.json"
 IMAGES, RUNS, MODEL = 100, 3, "u2netp"
 GOAL = 1.7
 
@@ -61,9 +59,9 @@ def main() -> None:
               "cores": os.cpu_count(), "python": platform.python_version(), "model": MODEL, "images": IMAGES,
               "image_size": "320x240 JPEG", "cpus_per_worker_container": 1, "one_of_each": one,
               "two_of_each": two, "ratio": ratio, "ratio_of_best_runs": best_ratio, "goal": GOAL}
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    out = save_result("deploy_scale", result, echo=False)
     print(f"two of each / one of each: {ratio}x median, {best_ratio}x best runs (goal {GOAL}x) -> "
-          f"{OUT.relative_to(ROOT)}")
+          f"{out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

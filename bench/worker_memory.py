@@ -12,14 +12,13 @@ into each child. The goal is under 150 MB per child: a worker that imported torc
 model held ~280 MB in every child. Results go to bench/results/worker_memory.json.
 """
 
-import json
 import os
 import platform
 import tempfile
 from pathlib import Path
 
 from bench.cpu_stages import make_inputs
-from bench.machine import cpu_name
+from bench.machine import cpu_name, save_result
 from bench.served import rss_mib
 from matting_core.options import Options
 from matting_core.weights import cutout_home
@@ -98,9 +97,7 @@ def main() -> dict:
         **measured,
         "under_goal": {what: max(job["children_peak_rss_mb"]) < GOAL_MB for what, job in measured["jobs"].items()},
     }
-    out = ROOT / "bench" / "results" / "worker_memory.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("worker_memory", result)
     return result
 
 

@@ -30,10 +30,9 @@ import zlib
 from datetime import datetime
 from pathlib import Path
 
-from bench.machine import cpu_name
+from bench.machine import cpu_name, save_result
 from tasks.storage import LocalStorage, MiB
 
-ROOT = Path(__file__).resolve().parent.parent
 MEMBERS, MEMBER_BYTES = 1000, 256 * 1024  # a 1,000-image batch of ~1080p cut-outs
 LARGE, LARGE_BYTES = 3, 64 * MiB  # a few very large outputs (50 MP PNGs)
 ROUNDS = 5
@@ -205,10 +204,7 @@ def main() -> None:
         "input_mib": round(total / MiB, 1),
         "variants": results,
     }
-    out = ROOT / "bench" / "results" / "zip.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("zip", result)
 
 
 if __name__ == "__main__":
