@@ -25,8 +25,12 @@ weights: install
 run: weights
 	$(VENV)/bin/cutout serve
 
+# Two pytest processes (pytest-xdist), each with its own Redis, workers and moto_server; a test file
+# stays in one process, so its module fixtures start once. Half of a serial run's time is spent
+# waiting on servers and workers, which the other process fills.
+TEST_PROCESSES ?= 2
 test: weights
-	$(PY) -m pytest -m "not slow and not deploy"
+	$(PY) -m pytest -m "not slow and not deploy" -n $(TEST_PROCESSES) --dist loadfile
 
 # The fault-injection and load suites: minutes each, real servers killed and restarted.
 test-slow: weights

@@ -184,3 +184,9 @@ WEB_REDIS_DB = 5
 @pytest.fixture(scope="session")
 def web_env(redis_url, tmp_path_factory) -> dict:
     return stack_env(redis_url, tmp_path_factory.mktemp("reliability-home"), WEB_REDIS_DB)
+
+
+@pytest.fixture(scope="session")
+def idle_env(redis_url, tmp_path_factory) -> dict:
+    """The stack of this tier's tests that start no workers (the `app` fixture picks it): database 6."""
+    return stack_env(redis_url, tmp_path_factory.mktemp("reliability-idle-home"), WEB_REDIS_DB + 1)

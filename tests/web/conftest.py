@@ -1,6 +1,7 @@
 """The web app on the real stack: Redis, a gpu-queue and a cpu-queue `celery worker`, local storage.
 
-Web tests use Redis database 3, so their queues and records never meet the tasks tests'.
+Web tests use Redis databases 3 (where the session's workers run) and 8 (where none ever do), so their
+queues and records never meet the tasks tests'.
 """
 
 import os
@@ -87,9 +88,18 @@ def make_app(web_env: dict, **overrides):
     return app
 
 
+@pytest.fixture(scope="session")
+def idle_env(redis_url, tmp_path_factory) -> dict:
+    """A stack on Redis database 8 with its own CUTOUT_HOME, where no worker ever runs: what a test submits
+    there stays queued, however many workers the session has started for database 3 by then."""
+    return stack_env(redis_url, tmp_path_factory.mktemp("idle-home"), 8)
+
+
 @pytest.fixture
-def app(web_env):
-    app = make_app(web_env)
+def app(request, web_env):
+    """The web app on the workers' stack when the test asks for `workers`, else on the idle one (its
+    assertions on queued items and stored uploads must not race a worker that another module started)."""
+    app = make_app(web_env if "workers" in request.fixturenames else request.getfixturevalue("idle_env"))
     yield app
     limiter.reset()
 
