@@ -20,10 +20,8 @@ from tasks import context
 from tasks.local_cluster import Worker, start_redis, stop_redis, wait_until
 from tasks.settings import Settings
 from tasks.submit import create_job
-from tests.conftest import DATA
+from tests.conftest import DATA, starts_servers
 from tests.tasks.conftest import point_app_at
-
-pytestmark = pytest.mark.integration
 
 TORCH_FREE = {
     "the cpu worker's task modules": "import tasks.app, tasks.work, tasks.upkeep",
@@ -68,6 +66,7 @@ def test_the_probe_sees_torch_where_a_model_is_built(env):
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def cluster(tmp_path_factory):
     """A Redis of its own, a gpu-queue worker on the CPU, and a prefork cpu-queue worker started as
     `cutout serve` starts it: no CUTOUT_DEVICE, so the setting is `auto`."""

@@ -15,7 +15,6 @@ from tasks.packaging import manifest
 from tests.conftest import DATA
 from tests.manifests import validated
 
-pytestmark = pytest.mark.integration
 # Awkward names on purpose: a Windows device name, case-insensitive twins, one stem with two
 # input formats, a decomposed accent; and one file that is not an image.
 NAMES = {"CON.jpg": "chelsea", "cat.jpg": "coffee", "Cat.JPEG": "rocket", "photo.jpg": "astronaut",

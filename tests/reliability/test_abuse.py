@@ -20,17 +20,18 @@ from PIL import Image
 
 from bench.served import Served, http, multipart
 from tasks.jobs import JobStore
-from tests.conftest import DATA
+from tests.conftest import DATA, starts_servers
 from tests.reliability.conftest import serve_for_module
 from web.users import UserStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow
 
 STREAM_SECONDS = 4  # short, so that the lifetime test sees a stream end; the default is 300
 PER_IP, STREAMS, ACTIVE_JOBS = 128, 8, 10  # the defaults of the settings under test
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def served(tmp_path_factory):
     # The request rate limit is lifted so that every 429 here is the limit under test.
     yield from serve_for_module(tmp_path_factory, {"CUTOUT_STREAM_SECONDS": str(STREAM_SECONDS),

@@ -12,10 +12,11 @@ import pytest
 
 from bench.served import Served, http, multipart
 from tasks.local_cluster import wait_until
+from tests.conftest import starts_servers
 from tests.reliability.conftest import serve_for_module, small_photos
 from web.users import UserStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow
 BIG = 500
 SMALL_JOB_LIMIT_S = 10  # the goal on this 2-core machine; idle it takes ~1-2 s
 DELETE_LIMIT_S = 70  # "nothing one minute later", with the poll's own slack
@@ -55,6 +56,7 @@ class Client:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def served(tmp_path_factory):
     yield from serve_for_module(tmp_path_factory)
 

@@ -20,9 +20,10 @@ import pytest
 import redis
 
 from bench.served import CUTOUT, Served, descendants
+from tests.conftest import starts_servers
 from web.users import UserStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FAST = {"CUTOUT_DEFAULT_MODEL": "u2netp", "CUTOUT_WARMUP": "0"}  # no job runs here: no model to load
@@ -97,11 +98,13 @@ def cli_env(served: Served) -> dict:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def production(tmp_path_factory):
     yield from serve(tmp_path_factory.mktemp("serve-production"), {"CUTOUT_ENV": "production"})
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def short(tmp_path_factory):
     """Sessions of 3.6 s; 3 failures per account and 6 per address before the 30 s waits begin."""
     yield from serve(tmp_path_factory.mktemp("serve-short"), {

@@ -25,11 +25,11 @@ from PIL import Image
 
 from bench.served import Served, descendants, multipart
 from tasks.local_cluster import wait_until
-from tests.conftest import DATA
+from tests.conftest import DATA, starts_servers
 from tests.web.loopback import LoopbackServer, body
 from web.users import UserStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow
 MB = 1024 * 1024
 TOTAL_MB, QUOTA_MB = 48, 64  # small limits, so that the replays stay quick
 SCRIPT = b'<script src="1?variant=input"></script>'
@@ -37,6 +37,7 @@ NOTES_JS = b"fetch('/api/v1/jobs').then(r => r.text()).then(t => navigator.sendB
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def served(tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-storage")
     (home / "tmp").mkdir()

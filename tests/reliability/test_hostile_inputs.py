@@ -21,7 +21,6 @@ from tests.matting_core.images import png
 from tests.web.test_api import error_of, small_jpeg, wait_done, zip_of
 from web.uploads import label
 
-pytestmark = pytest.mark.integration
 SIZE = (96, 64)
 LONG_NAME = "長" * 148 + "x" * 148 + ".jpg"  # 300 characters, 744 bytes of UTF-8
 CONTROL_NAME = "bell\x07esc\x1b[31mred\x7f.jpg"  # newlines and quotes cannot survive a multipart header

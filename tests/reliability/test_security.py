@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tasks.local_cluster import ROOT, free_port
+from tests.conftest import starts_servers
 from tests.web.conftest import make_app
 from tests.web.loopback import LoopbackServer, body, redirect
 from tests.web.test_api import job_routes, post_job, small_jpeg, wait_done
@@ -25,7 +26,6 @@ from web import config as web_config
 from web import create_app
 from web.extensions import limiter
 
-pytestmark = pytest.mark.integration
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
@@ -221,6 +221,7 @@ def http_status(url: str, credentials: str | None = None) -> int:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def flower(web_env, tmp_path_factory):
     """`celery flower` with a basic-auth login, on the test Redis, started once for this module."""
     tmp_path, port = tmp_path_factory.mktemp("flower"), free_port()

@@ -21,7 +21,6 @@ from tests.conftest import DATA, PHOTOS, point_app_at
 from tests.manifests import validated
 from tests.tasks.conftest import REGION
 
-pytestmark = pytest.mark.integration
 # Tests about the broker, the workers or the model, not the store, run on local storage alone; those
 # that read and write a job's objects run on both (tests/tasks/test_storage.py covers S3 itself).
 LOCAL_ONLY = pytest.mark.parametrize("cluster", ["local"], indirect=True)

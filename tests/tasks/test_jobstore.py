@@ -13,7 +13,6 @@ from tasks.jobs import JobStore, new_job_id
 from tasks.packaging import manifest
 from tests.manifests import validated
 
-pytestmark = pytest.mark.integration
 RETENTION_S = 3600
 
 

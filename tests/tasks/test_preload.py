@@ -8,8 +8,6 @@ import pytest
 from matting_core.weights import cutout_home
 from tasks.local_cluster import Worker
 
-pytestmark = pytest.mark.integration
-
 
 def worker_env(redis_url: str, tmp_path, **variables) -> dict:
     """A worker's environment on Redis database 7, where no test enqueues anything."""

@@ -18,8 +18,6 @@ from tasks.work import finish
 from tests.reliability.conftest import small_photos
 from tests.tasks.conftest import REGION, point_app_at
 
-pytestmark = pytest.mark.integration
-
 
 def objects(storage, job: str) -> list[str]:
     prefix = keys.job_prefix(job)

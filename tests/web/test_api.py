@@ -14,8 +14,6 @@ from tasks import keys
 from tests.conftest import DATA
 from web import uploads
 
-pytestmark = pytest.mark.integration
-
 
 def small_jpeg(name: str = "coffee", size=(320, 240)) -> bytes:
     """A small real photo: the model's cost is fixed, the rest is quicker on fewer pixels."""

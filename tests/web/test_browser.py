@@ -22,8 +22,6 @@ from tests.conftest import DATA
 from tests.web.conftest import FAST, make_app
 from web.extensions import limiter
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM = os.environ.get("CUTOUT_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -18,7 +18,6 @@ from tests.web.conftest import make_app
 from tests.web.loopback import LoopbackServer, body
 from web.extensions import limiter
 
-pytestmark = pytest.mark.integration
 NOT_AN_IMAGE = b"shopping list: milk, eggs"
 
 

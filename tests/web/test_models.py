@@ -19,7 +19,6 @@ from tests.web.test_api import error_of, post_job, small_jpeg, wait_done
 from tests.web.test_users import csrf_token, log_in
 from web.extensions import limiter
 
-pytestmark = pytest.mark.integration
 CHOICES = ("u2net (best quality)", "u2netp (fastest)")
 # Every endpoint that starts a job, with the field its one image goes in.
 CREATING = [("/api/v1/jobs", "images"), ("/api/v1/remove", "image"), ("/api/batch-process", "images"),

@@ -10,7 +10,6 @@ from PIL import Image
 from matting_core.options import RANGES
 from web import schemas
 
-pytestmark = pytest.mark.integration
 OPTIONS_OF = {"/api/v1/jobs": "images", "/api/v1/remove": "image"}
 
 

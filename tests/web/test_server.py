@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tasks.local_cluster import free_port, wait_until
+from tests.conftest import starts_servers
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 APP = '''
 from flask import Flask, request
@@ -32,6 +32,7 @@ def ok():
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def port(tmp_path_factory):
     here = tmp_path_factory.mktemp("server")
     (here / "tinyapp.py").write_text(APP)

@@ -15,7 +15,6 @@ from tasks.quota import Quota, QuotaExceeded
 from tests.web.test_api import error_of, post_job, small_jpeg
 from web import uploads
 
-pytestmark = pytest.mark.integration
 MB = 1024 * 1024
 
 
