@@ -31,6 +31,15 @@ VARIANTS = ("output", "alpha", "input")
 ACTIVE = ("queued", "running")
 
 
+def query(name: str, default: str | None = None) -> str | None:
+    """The query parameter `name`, given once at most. A repeated one is 400, not its first value taken
+    silently: a client that sent limit=5&limit=50 meant one of them, and this API documents one value."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, "repeated_parameter", f"{name} is given {len(values)} times in the query; give it once")
+    return values[0] if values else default
+
+
 def own_job(job: str) -> dict:
     """The caller's job, or 404 whether it is someone else's or nobody's (never confirm an id)."""
     record = services().jobs.job(job) if keys.valid_job_id(job) else None
@@ -87,8 +96,8 @@ def requested_model() -> str:
 def job_view(record: dict) -> dict:
     """The job, with a page of its items (`items_limit`, `items_cursor`; `items_next` links the rest)."""
     job, store = record["id"], services().jobs
-    count = paging.limit(request.args.get("items_limit"), "items_limit", paging.ITEMS_LIMIT, paging.ITEMS_MAX)
-    indices, next_cursor = paging.items(record["total"], count, request.args.get("items_cursor"))
+    count = paging.limit(query("items_limit"), "items_limit", paging.ITEMS_LIMIT, paging.ITEMS_MAX)
+    indices, next_cursor = paging.items(record["total"], count, query("items_cursor"))
     raw = store.r.hmget(store._k(job, "items"), [str(i) for i in indices]) if indices else []
     items = {i: json.loads(value) for i, value in zip(indices, raw, strict=True) if value}
     view = {
@@ -129,8 +138,8 @@ def create():
 def list_jobs():
     """The caller's jobs, newest first, a page at a time (`limit`, `cursor`; `next` links the next page)."""
     store = services().jobs
-    count = paging.limit(request.args.get("limit"), "limit", paging.JOBS_LIMIT, paging.JOBS_MAX)
-    ids, next_cursor = paging.jobs(store.r, f"cutout:jobs:{g.user}", count, request.args.get("cursor"))
+    count = paging.limit(query("limit"), "limit", paging.JOBS_LIMIT, paging.JOBS_MAX)
+    ids, next_cursor = paging.jobs(store.r, f"cutout:jobs:{g.user}", count, query("cursor"))
     records = [r for r in (store.job(job) for job in ids) if r]
     return jsonify({"jobs": [{k: r[k] for k in ("id", "status", "total", "done", "failed", "created", "model")}
                              | {"job_id": r["id"], "status_url": url_for("api.status", job=r["id"])}
@@ -156,7 +165,7 @@ def events(job):
     """
     store = services().jobs
     resume = streams.position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
-    asked = streams.position(request.args.get("after"), "after")  # checked even when Last-Event-ID wins
+    asked = streams.position(query("after"), "after")  # checked even when Last-Event-ID wins
     # The stream position first, then the record: an event landing in between is then sent,
     # not lost between a stale snapshot and a stream that starts after it.
     after = resume or asked or store.last_event_id(job)
@@ -238,7 +247,7 @@ def download(job):
 @api_user_required
 def item(job, i):
     own_job(job)
-    variant = request.args.get("variant", "output")
+    variant = query("variant", "output")
     if variant not in VARIANTS:
         raise ApiError(400, "invalid_variant", f"variant={variant!r}: choose one of {', '.join(VARIANTS)}")
     record = services().jobs.item(job, i)

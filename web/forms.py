@@ -25,10 +25,19 @@ def _message(err: dict) -> str:
     return f"{name}={shown!r} {err['msg']}"
 
 
+def once(values, name: str):
+    """The field `name` of a form sent once; 400 when it is sent more often (format=png&format=jpg: the
+    client meant one of them, and taking the first silently would pick for it). A dict has one of each."""
+    count = len(values.getlist(name)) if hasattr(values, "getlist") else 1
+    if count > 1:
+        raise ApiError(400, "repeated_field", f"{name} is sent {count} times; send it once")
+    return values.get(name)
+
+
 def validated(model: type[BaseModel], values, names, codes: dict | None = None) -> BaseModel:
     """`model` from the fields `names` that `values` (a form or dict) carries; 400 naming the first bad
     one, with the error code `codes` gives that field (invalid_option by default)."""
-    given = {name: values.get(name) for name in names if name in values}
+    given = {name: once(values, name) for name in names if name in values}
     try:
         return model.model_validate(given)
     except ValidationError as err:
@@ -77,7 +86,7 @@ def model(values, default: str) -> str:
     if "model" not in values:
         return default
     try:
-        return _Model.model_validate({"model": values.get("model")}).model
+        return _Model.model_validate({"model": once(values, "model")}).model
     except ValidationError:
         raise ApiError(400, "invalid_option", f"model={values.get('model')!r} is not offered; choose one of "
                                               f"{model_choices()}") from None

@@ -18,11 +18,13 @@ ITEMS_LIMIT, ITEMS_MAX = 1000, 1000  # above the default 500 files a job may hav
 
 
 def limit(value: str | None, name: str, default: int, maximum: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
-    # ASCII digits only: str.isdigit() also takes '²' and '٧', which int() refuses or reads as 7.
+    # ASCII digits only: str.isdigit() also takes '²' and '٧', which int() refuses or reads as 7. An empty
+    # value is no number either (the document says integer): leaving the parameter out gives the default.
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
-        raise ApiError(400, "invalid_limit", f"{name}={value[:20]!r}: give a whole number from 1 to {maximum}")
+        raise ApiError(400, "invalid_limit", f"{name}={value[:20]!r}: give a whole number from 1 to {maximum}, "
+                                             f"or leave {name} out for {default}")
     return int(value)
 
 

@@ -76,6 +76,17 @@ def test_a_bad_option_is_refused_naming_it(client, users, form, message):
     assert message in error_of(r)["message"]
 
 
+@pytest.mark.parametrize(("field", "values"), [("format", ["png", "webp"]), ("model", ["u2netp", "u2net"]),
+                                             ("preset", ["avatar", "avatar"])])
+def test_an_option_sent_twice_is_refused_naming_it_and_nothing_is_stored(client, users, field, values):
+    # Each value alone is good: the first one must not be taken silently for the client.
+    headers = users["alice"]["headers"]
+    r = post_job(client, headers, ("a.jpg", small_jpeg()), **{field: values})
+    assert r.status_code == 400
+    assert error_of(r) == {"code": "repeated_field", "message": f"{field} is sent 2 times; send it once"}
+    assert client.get("/api/v1/jobs", headers=headers).get_json()["jobs"] == []
+
+
 def test_no_files_says_which_fields_to_send(client, users):
     r = client.post("/api/v1/jobs", data={"format": "png"}, headers=users["alice"]["headers"])
     assert r.status_code == 400 and "'images'" in error_of(r)["message"] and "'archive'" in error_of(r)["message"]
@@ -449,7 +460,7 @@ def test_my_jobs_come_in_pages_that_new_jobs_do_not_shift(client, users):
 
 
 # '²' and '٧' pass str.isdigit(); the forged cursors hold a NaN time, a negative time, a bool index.
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=ten", "limit=%C2%B2", "limit=%D9%A7",
+@pytest.mark.parametrize("query", ["limit=", "limit=0", "limit=501", "limit=ten", "limit=%C2%B2", "limit=%D9%A7",
                                    "cursor=garbage", "cursor=eyJ0IjoxfQ", "cursor=eyJ0IjpOYU4sImlkIjoieCJ9",
                                    "cursor=eyJ0IjotMSwiaWQiOiJ4In0"])
 def test_a_bad_limit_or_cursor_is_400_naming_it(client, users, query):
@@ -457,7 +468,24 @@ def test_a_bad_limit_or_cursor_is_400_naming_it(client, users, query):
     assert r.status_code == 400 and query.split("=")[0] in error_of(r)["message"]
 
 
-@pytest.mark.parametrize("query", ["items_limit=%C2%B2", "items_cursor=eyJpIjotMn0",
+# A parameter given twice: each value alone is good, so only the repetition can make these 400s.
+@pytest.mark.parametrize(("path", "query"), [("", "limit=5&limit=50"), ("", "cursor=&cursor="),
+                                             ("/{job}", "items_limit=1&items_limit=2"),
+                                             ("/{job}/items/0", "variant=input&variant=input"),
+                                             ("/{job}/events", "after=0&after=0")])
+def test_a_query_parameter_given_twice_is_400_naming_it(client, users, path, query):
+    headers = users["alice"]["headers"]
+    job = post_job(client, headers, ("a.jpg", small_jpeg())).get_json()["job_id"]
+    r = client.get(f"/api/v1/jobs{path.format(job=job)}?{query}", headers=headers)
+    name = query.split("=")[0]
+    assert r.status_code == 400 and error_of(r) == {
+        "code": "repeated_parameter", "message": f"{name} is given 2 times in the query; give it once"}
+    if not path.endswith("events"):  # (a stream that opens would run for its whole lifetime here)
+        once = client.get(f"/api/v1/jobs{path.format(job=job)}?{query.split('&')[0]}", headers=headers)
+        assert once.status_code == 200
+
+
+@pytest.mark.parametrize("query", ["items_limit=", "items_limit=%C2%B2", "items_cursor=eyJpIjotMn0",
                                    "items_cursor=eyJpIjp0cnVlfQ", "items_cursor=%C3%A9t%C3%A9"])
 def test_a_bad_items_limit_or_cursor_is_400_naming_it(client, users, query):
     job = post_job(client, users["alice"]["headers"], ("a.jpg", b"x")).get_json()["job_id"]

@@ -285,8 +285,9 @@ def test_removebg_malformed_image_url_is_400_naming_the_problem(client, alice, u
     ({"size": "enormous"}, "invalid_size"),
     ({"channels": "rgb"}, "invalid_channels"),
     ({"bg_color": "not-a-colour"}, "invalid_option"),
+    ({"size": ["auto", "full"]}, "repeated_field"),
 ], ids=["no source", "options only", "invalid base64", "truncated base64", "format zip", "bad size", "bad channels",
-        "bad bg_color"])
+        "bad bg_color", "size twice"])
 def test_removebg_bad_requests_are_400_in_remove_bg_error_shape(client, alice, fields, code):
     if code not in ("missing_source", "invalid_b64"):
         fields = {**fields, "image_file": photo("coffee")}
