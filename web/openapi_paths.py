@@ -116,8 +116,21 @@ def _waiting_paths(default_model: str) -> dict:
     }
 
 
+# gunicorn answers a request line (method, path and query) over its limit_request_line itself, before the
+# app sees the request: on every operation, a 414 with a short HTML page.
+URI_LIMIT = 4094  # gunicorn's default limit_request_line; web/gunicorn_conf.py keeps it
+_URI_TOO_LONG = {"description": f"the request line (path and query) is longer than {URI_LIMIT} bytes; answered by "
+                                "the HTTP server before the app, as a short text/html page",
+                 "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def paths(default_model: str) -> dict:
-    return _job_paths(default_model) | _waiting_paths(default_model) | {"/api/v1/openapi.json": {"get": {
+    found = _job_paths(default_model) | _waiting_paths(default_model) | {"/api/v1/openapi.json": {"get": {
         "operationId": "getOpenApi", "summary": "This document",
         "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
             "schema": {"type": "object"}}}}} | _errors(401, 429)}}}
+    for item in found.values():
+        for method, operation in item.items():
+            if method != "parameters":
+                operation["responses"]["414"] = _URI_TOO_LONG
+    return found

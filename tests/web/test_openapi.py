@@ -69,14 +69,14 @@ def test_which_files_a_form_needs_is_stated(spec):
     assert {"required": ["format"]} in recompose["application/json"]["schema"]["anyOf"]
 
 
-def test_every_route_and_method_is_documented_with_401_and_429(app, spec):
+def test_every_route_and_method_is_documented_with_401_414_and_429(app, spec):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith(("/api/", "/v1.0/")):
             continue
         path = rule.rule.replace("<job>", "{job}").replace("<int:i>", "{i}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             responses = spec["paths"][path][method.lower()]["responses"]
-            assert {"401", "429"} <= set(responses), (method, path)
+            assert {"401", "414", "429"} <= set(responses), (method, path)
             assert responses["429"]["headers"]["Retry-After"]["required"] is True
 
 

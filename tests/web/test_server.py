@@ -15,6 +15,7 @@ import pytest
 
 from tasks.local_cluster import free_port, wait_until
 from tests.conftest import starts_servers
+from web.openapi_paths import URI_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = '''
@@ -98,6 +99,13 @@ def test_one_address_past_its_cap_is_refused_across_both_workers_and_others_are_
             sock.close()
     time.sleep(0.3)  # the closes are seen and uncounted
     assert _status(_connect(port, "127.0.0.7"), "GET /ok") == 200
+
+
+def test_a_request_line_past_the_documented_limit_is_the_documented_414(port):
+    # The OpenAPI document promises this 414 on every operation (web/openapi_paths.py).
+    head = len("GET /ok? HTTP/1.1")
+    assert _status(_connect(port), "GET /ok?" + "q" * (URI_LIMIT - head)) == 200
+    assert _status(_connect(port), "GET /ok?" + "q" * (URI_LIMIT - head + 1)) == 414
 
 
 def test_a_head_that_does_not_arrive_in_time_is_closed(port):
