@@ -23,9 +23,9 @@ from pathlib import Path
 
 from matting_core.devices import usable_cores
 from matting_core.registry import model_names
-from tasks.local_cluster import REDIS_CONF, redis_binary
 from tasks.queues import WORKER_QUEUES
 from tasks.recovery import requeue_unacked
+from tasks.redis_server import REDIS_CONF, redis_binary
 from tasks.settings import Settings, local_redis_url
 from web.users import UserStore
 

