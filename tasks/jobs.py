@@ -54,6 +54,18 @@ _HSET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
 _PROGRESSED = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
                "redis.call('HSET', KEYS[1], 'last_progress', ARGV[1]) "
                "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) redis.call('SET', KEYS[3], ARGV[1]) return 1")
+# A progress event on the job's stream, for a job that still has its record (as _HSET_IF_EXISTS: a task
+# finishing after the DELETE must not start the stream again). The counts are read in the same step.
+# KEYS: the record, its done and failed sets, its stream. ARGV: the stream's TTL, the status ('' for the
+# record's), then the event's own fields as name, value pairs.
+_EVENT = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+          "local record = redis.call('HMGET', KEYS[1], 'status', 'total') "
+          "local entry = {} for i = 3, #ARGV do entry[#entry + 1] = ARGV[i] end "
+          "local status = ARGV[2] if status == '' then status = record[1] or '' end "
+          "for _, v in ipairs({'status', status, 'done', redis.call('SCARD', KEYS[2]), "
+          "'failed', redis.call('SCARD', KEYS[3]), 'total', record[2] or 0}) do entry[#entry + 1] = v end "
+          "redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', unpack(entry)) "
+          "redis.call('EXPIRE', KEYS[4], ARGV[1]) return 1")
 _ACTIVE = "cutout:jobs:active"  # queued or running jobs, scored by their last progress
 _PROGRESS = "cutout:last_progress"  # when any job last made progress
 # Per queue and priority ("gpu:6"): the newest send time of a message a worker took there. Queues are
@@ -244,13 +256,10 @@ class JobStore:
         self._hset(self.r, job, {"options": json.dumps(options)})
 
     def _event(self, job: str, fields: dict) -> None:
-        record = self.r.hmget(self._k(job), "status", "total")
-        event = {**fields, "status": fields.get("status") or record[0] or "",
-                 "done": self.r.scard(self._k(job, "done")), "failed": self.r.scard(self._k(job, "failed")),
-                 "total": record[1] or 0}
-        # The stream is a live feed, not the record: capped, and it expires with the job.
-        self.r.xadd(self._k(job, "events"), {k: str(v) for k, v in event.items()}, maxlen=10_000, approximate=True)
-        self.r.expire(self._k(job, "events"), int(self.retention_s) + 3600)
+        # The stream is a live feed, not the record: capped, and it expires with the job (see _EVENT).
+        own = [str(x) for k, v in fields.items() if k != "status" for x in (k, v)]
+        keys = [self._k(job), self._k(job, "done"), self._k(job, "failed"), self._k(job, "events")]
+        self.r.eval(_EVENT, 4, *keys, int(self.retention_s) + 3600, fields.get("status") or "", *own)
 
     def events(self, job: str, last_id: str = "0", block_ms: int = 15_000) -> list[tuple[str, dict]]:
         """Progress events after `last_id`, waiting up to `block_ms` for the first one."""

@@ -283,7 +283,7 @@ def test_no_write_after_the_job_was_deleted_makes_a_record_again(store, job):
     store.set_options(job, {"format": "png"})
     store.launched(job, time.time(), "gpu", 0)
     store.update_item(job, 0, "done")
-    assert store.r.keys(f"cutout:job:{job}") == [] and store.job(job) is None
+    assert store.r.keys(f"cutout:job:{job}*") == [] and store.job(job) is None  # the record, and its stream
     assert job not in store.r.zrange("cutout:jobs:active", 0, -1)
 
 
