@@ -26,7 +26,8 @@ def document(default_model: str) -> dict:
             '{"error": {"code", "message"}} (under /v1.0/, remove.bg\'s {"errors": [...]}) with a message that '
             "says what to change; a method a path does not offer is a 405 with Allow; every answer carries "
             "X-RateLimit-* headers and a 429 carries Retry-After. Form fields are strict: integers are ASCII "
-            "digits, a field that is sent must be valid (an empty one is not 'unset'), and choice words "
+            "digits, a field that is sent must be valid (an empty one is not 'unset'), an option field or query "
+            "parameter is sent once (twice is a 400; file parts repeat), and choice words "
             "(formats, presets, models, colour names, true/false) are case-insensitive.")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
