@@ -17,7 +17,7 @@ from celery.signals import (
 
 from tasks import kombu_patch
 from tasks.backend import send_only
-from tasks.queues import CONTROL, PRIORITY_STEPS, QUEUES, SEP, WORKER_QUEUES, queue_lists  # noqa: F401 - as before
+from tasks.queues import CONTROL, PRIORITY_STEPS, SEP
 from tasks.resources import Resources
 from tasks.settings import Settings
 

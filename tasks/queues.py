@@ -1,7 +1,6 @@
 """The queues and their Redis lists, used by the Celery app, metrics, KEDA and `cutout serve`.
 
-Apart from tasks/app.py so that what the app imports (metrics) need not import the app; tasks.app
-still offers each name, as it always did."""
+Apart from tasks/app.py so that what the app imports (metrics) need not import the app."""
 
 QUEUES = ("gpu", "cpu")  # the work queues, each scaled on its length
 # Starting a job (fanning its chord out) is a message of its own, so a submit costs one publish

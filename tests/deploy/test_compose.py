@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tasks.app import QUEUES
+from tasks.queues import QUEUES
 from tests.deploy.conftest import ROOT, compose_default, role_argv
 
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"  # Apache-2.0, see NOTICE.md there

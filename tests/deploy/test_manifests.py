@@ -5,7 +5,7 @@ import re
 import kubernetes_validate
 import pytest
 
-from tasks.app import QUEUES, queue_lists
+from tasks.queues import QUEUES, queue_lists
 from tests.deploy.conftest import (
     K8S,
     KUBERNETES_VERSION,
@@ -212,7 +212,7 @@ def test_prod_runs_in_production_mode_on_versioned_images_with_keda():
 
 
 def test_cpu_workers_also_take_the_control_queue_that_starts_jobs():
-    from tasks.app import WORKER_QUEUES
+    from tasks.queues import WORKER_QUEUES
 
     argv = container_argv(DEPLOYMENTS["worker-cpu"])
     assert argv[argv.index("-Q") + 1] == WORKER_QUEUES["cpu"] == "cpu,control"

@@ -11,9 +11,10 @@ import redis
 from matting_core.options import Options
 from matting_core.weights import cutout_home
 from tasks import context
-from tasks.app import PRIORITY_STEPS, app, queue_lists
+from tasks.app import app
 from tasks.local_cluster import Worker, free_port, wait_until
 from tasks.metrics import QueueLengths
+from tasks.queues import PRIORITY_STEPS, queue_lists
 from tasks.recovery import requeue_unacked
 from tasks.submit import RANK_BOUNDS, create_job, priority, record_job
 from tasks.work import launch

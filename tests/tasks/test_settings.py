@@ -7,7 +7,8 @@ import pytest
 from celery import Celery
 
 from matting_core.decode import DEFAULT_MAX_PIXELS
-from tasks.app import configure, queue_lists
+from tasks.app import configure
+from tasks.queues import queue_lists
 from tasks.settings import REDIS, Settings, local_redis_url
 
 BROKER = "redis://broker.internal:6379/2"
