@@ -32,12 +32,9 @@ ACTIVE = ("queued", "running")
 
 
 def query(name: str, default: str | None = None) -> str | None:
-    """The query parameter `name`, given once at most. A repeated one is 400, not its first value taken
-    silently: a client that sent limit=5&limit=50 meant one of them, and this API documents one value."""
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise ApiError(400, "repeated_parameter", f"{name} is given {len(values)} times in the query; give it once")
-    return values[0] if values else default
+    """The query parameter `name` (forms.once: a repeated one is a 400), else `default`."""
+    value = forms.once(request.args, name, "parameter")
+    return default if value is None else value
 
 
 def own_job(job: str) -> dict:

@@ -25,12 +25,13 @@ def _message(err: dict) -> str:
     return f"{name}={shown!r} {err['msg']}"
 
 
-def once(values, name: str):
-    """The field `name` of a form sent once; 400 when it is sent more often (format=png&format=jpg: the
-    client meant one of them, and taking the first silently would pick for it). A dict has one of each."""
+def once(values, name: str, kind: str = "field"):
+    """`name` of a form (or, kind "parameter", a query) sent at most once, else None; 400 when it is sent
+    more often (format=png&format=jpg: the client meant one of them, and taking the first silently would
+    pick for it). A dict has one of each."""
     count = len(values.getlist(name)) if hasattr(values, "getlist") else 1
     if count > 1:
-        raise ApiError(400, "repeated_field", f"{name} is sent {count} times; send it once")
+        raise ApiError(400, f"repeated_{kind}", f"{name} is sent {count} times; send it once")
     return values.get(name)
 
 

@@ -479,7 +479,7 @@ def test_a_query_parameter_given_twice_is_400_naming_it(client, users, path, que
     r = client.get(f"/api/v1/jobs{path.format(job=job)}?{query}", headers=headers)
     name = query.split("=")[0]
     assert r.status_code == 400 and error_of(r) == {
-        "code": "repeated_parameter", "message": f"{name} is given 2 times in the query; give it once"}
+        "code": "repeated_parameter", "message": f"{name} is sent 2 times; send it once"}
     if not path.endswith("events"):  # (a stream that opens would run for its whole lifetime here)
         once = client.get(f"/api/v1/jobs{path.format(job=job)}?{query.split('&')[0]}", headers=headers)
         assert once.status_code == 200
