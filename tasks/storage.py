@@ -64,7 +64,9 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
     def delete(self, key: str) -> None: ...
     def prefixes(self, parent: str) -> Iterator[str]: ...
-    def newest(self, prefix: str) -> float | None: ...
+    def newest(self, prefix: str) -> float | None:
+        """No earlier than when the newest object under `prefix` was written (epoch s); None if none."""
+        ...
     def url(self, key: str, expires: int = 3600, endpoint_url: str | None = None) -> str | None: ...
 
 
@@ -310,7 +312,9 @@ class S3Storage:
     def newest(self, prefix: str) -> float | None:
         pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         times = [o["LastModified"].timestamp() for page in pages for o in page.get("Contents", [])]
-        return max(times, default=None)
+        # A listing's LastModified is cut to whole seconds: the write may have come up to 1 s later,
+        # and the sweep must not take an object written just now for an old one.
+        return max(times) + 1 if times else None
 
     def url(self, key: str, expires: int = 3600, endpoint_url: str | None = None) -> str | None:
         """A presigned GET; `endpoint_url`: the address its holder reaches the store at, if not the

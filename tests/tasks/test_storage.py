@@ -4,6 +4,7 @@ import http.server
 import multiprocessing
 import os
 import threading
+import time
 import urllib.request
 from contextlib import closing
 
@@ -153,6 +154,18 @@ def test_put_stream_of_no_chunks_stores_an_empty_object(storage):
     assert storage.put_stream("k/empty", iter([])) == 0
     assert storage.exists("k/empty")
     assert storage.get("k/empty") == b""
+
+
+def test_newest_is_never_earlier_than_the_write(storage):
+    # Mid-second, so a time cut to whole seconds (an S3 listing's LastModified) would read 0.3 s early.
+    while not 0.3 < time.time() % 1 < 0.7:
+        time.sleep(0.05)
+    before = time.time()
+    storage.put("jobs/a/in/0", b"x")
+    after = time.time()
+    assert storage.newest("jobs/b/") is None
+    # 10 ms: the file system stamps with a clock that may lag time.time() by a tick.
+    assert before - 0.01 <= storage.newest("jobs/a/") <= after + 1
 
 
 @pytest.mark.parametrize("chunks_before_failure", [3, 9 * 1024 + 100])  # under and over the 8 MiB threshold
