@@ -118,7 +118,9 @@ def _waiting_paths(default_model: str) -> dict:
 
 # gunicorn answers a request line (method, path and query) over its limit_request_line itself, before the
 # app sees the request: on every operation, a 414 with a short HTML page.
-URI_LIMIT = 4094  # gunicorn's default limit_request_line; web/gunicorn_conf.py keeps it
+# gunicorn's default limit_request_line: web/gunicorn_conf.py does not set it (importing this module there
+# would load Redis into the master); tests/web/test_server.py checks the server answers 414 just past it.
+URI_LIMIT = 4094
 _URI_TOO_LONG = {"description": f"the request line (path and query) is longer than {URI_LIMIT} bytes; answered by "
                                 "the HTTP server before the app, as a short text/html page",
                  "content": {"text/html": {"schema": {"type": "string"}}}}
